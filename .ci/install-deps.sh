@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what keyrelay's tests, demo and benchmarks need, from the
+# project's own files: redis-server and redis-tools (Debian), fauxqs (npm,
+# pinned in .ci/package.json / package-lock.json). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+want_redis=1
+want_fauxqs=1
+case "${1:-all}" in
+  redis) want_fauxqs=0 ;;
+  all) ;;
+  *) echo "usage: $0 [all|redis]" >&2; exit 2 ;;
+esac
+
+sudo_if_needed() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+if [ "$want_redis" = 1 ] && ! { command -v redis-server && command -v redis-cli && command -v redis-benchmark; } >/dev/null 2>&1; then
+  echo "installing redis-server and redis-tools (Debian)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  if ! sudo_if_needed apt-get install -y --no-install-recommends redis-server redis-tools >/dev/null; then
+    sudo_if_needed apt-get update >/dev/null
+    sudo_if_needed apt-get install -y --no-install-recommends redis-server redis-tools >/dev/null
+  fi
+  # The Debian package starts a system-wide server on 6379; tests use their own ports.
+fi
+
+if [ "$want_fauxqs" = 1 ] && [ ! -x node_modules/.bin/fauxqs ]; then
+  echo "installing fauxqs (npm)" >&2
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+fi

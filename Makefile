@@ -1,0 +1,43 @@
+# keyrelay — see README.md.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+BIN     := bin/keyrelay
+
+.PHONY: all build deps test lint demo bench readme clean
+
+all: build
+
+# The same build as the Dockerfile's build stage: static, trimmed, version stamped.
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/keyrelay
+
+deps:
+	bash .ci/install-deps.sh all
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# The one test command: installs redis-server and fauxqs if missing, then runs
+# every test (unit and integration, race detector on). Tests start their own
+# servers on free loopback ports and stop them.
+test: deps lint build
+	$(GO) test -race -count=1 -timeout 8m ./...
+
+# Runs keyrelay against a local redis-server with notifications enabled and
+# shows the records of a few writes, one of them a key that expires.
+demo: build
+	bash .ci/install-deps.sh redis
+	bash .ci/demo.sh $(BIN)
+
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchmem ./bridge/...
+
+# Regenerates the README's configuration table from the config struct.
+readme:
+	$(GO) test ./cmd/keyrelay -run TestREADMEConfigTable -update-readme
+
+clean:
+	rm -rf bin

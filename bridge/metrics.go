@@ -1,0 +1,120 @@
+package bridge
+
+import (
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics holds keyrelay's Prometheus metrics. Build it with NewMetrics and
+// pass it to the components; there are no metric globals.
+type Metrics struct {
+	Received      *prometheus.CounterVec   // event
+	Ignored       prometheus.Counter       // decoded but filtered out by KEYRELAY_KEYS / EVENTS / DBS
+	Undecodable   prometheus.Counter       // messages on unexpected channels
+	Delivered     *prometheus.CounterVec   // sink
+	Retried       *prometheus.CounterVec   // sink
+	Rejected      *prometheus.CounterVec   // sink, reason
+	Dropped       *prometheus.CounterVec   // sink, reason
+	Gaps          *prometheus.CounterVec   // reason
+	BufferRecords *prometheus.GaugeVec     // sink
+	BufferBytes   *prometheus.GaugeVec     // sink
+	BatchSize     *prometheus.HistogramVec // sink
+	PublishTime   *prometheus.HistogramVec // sink
+	SinkUp        *prometheus.GaugeVec     // sink
+	Connected     *prometheus.GaugeVec     // node
+	Reconnects    *prometheus.CounterVec   // node, reason
+
+	lastNotification atomic.Int64 // unix nanoseconds
+}
+
+// NewMetrics creates the metrics and registers them with reg (nil: not
+// registered, for tests and `keyrelay check`).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyrelay_notifications_received_total",
+			Help: "Keyspace notifications received from Redis and forwarded, by event.",
+		}, []string{"event"}),
+		Ignored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keyrelay_notifications_ignored_total",
+			Help: "Notifications received but not forwarded because KEYRELAY_KEYS, KEYRELAY_EVENTS or KEYRELAY_DBS exclude them.",
+		}),
+		Undecodable: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keyrelay_notifications_undecodable_total",
+			Help: "Messages on channels that are not keyspace or keyevent channels (logged).",
+		}),
+		Delivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyrelay_records_delivered_total",
+			Help: "Records the sink accepted.",
+		}, []string{"sink"}),
+		Retried: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyrelay_records_retried_total",
+			Help: "Record sends that failed retryably and were resent (one per entry per retry).",
+		}, []string{"sink"}),
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyrelay_records_rejected_total",
+			Help: "Records the sink refused permanently (logged with the reason), by reason.",
+		}, []string{"sink", "reason"}),
+		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyrelay_records_dropped_total",
+			Help: "Records received but not delivered: overflow (buffer full) or shutdown (undelivered at the deadline).",
+		}, []string{"sink", "reason"}),
+		Gaps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyrelay_gaps_total",
+			Help: "Gap records emitted: windows in which events may be missing, by reason.",
+		}, []string{"reason"}),
+		BufferRecords: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "keyrelay_buffer_records",
+			Help: "Records waiting in the sink's buffer.",
+		}, []string{"sink"}),
+		BufferBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "keyrelay_buffer_bytes",
+			Help: "Encoded bytes waiting in the sink's buffer.",
+		}, []string{"sink"}),
+		BatchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "keyrelay_batch_size",
+			Help:    "Entries per publish attempt.",
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000},
+		}, []string{"sink"}),
+		PublishTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "keyrelay_publish_duration_seconds",
+			Help:    "Duration of one publish attempt.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}, []string{"sink"}),
+		SinkUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "keyrelay_sink_up",
+			Help: "1 when the sink's last publish attempt succeeded, 0 while it fails.",
+		}, []string{"sink"}),
+		Connected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "keyrelay_subscription_connected",
+			Help: "1 while the subscription to the node is established.",
+		}, []string{"node"}),
+		Reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyrelay_subscription_reconnects_total",
+			Help: "Subscription re-establishments, by reason (reconnect, failover).",
+		}, []string{"node", "reason"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Received, m.Ignored, m.Undecodable, m.Delivered, m.Retried,
+			m.Rejected, m.Dropped, m.Gaps, m.BufferRecords, m.BufferBytes, m.BatchSize,
+			m.PublishTime, m.SinkUp, m.Connected, m.Reconnects,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "keyrelay_seconds_since_last_notification",
+				Help: "Seconds since the last notification was received (NaN before the first).",
+			}, m.sinceLastNotification))
+	}
+	return m
+}
+
+func (m *Metrics) noteNotification(t time.Time) { m.lastNotification.Store(t.UnixNano()) }
+
+func (m *Metrics) sinceLastNotification() float64 {
+	ns := m.lastNotification.Load()
+	if ns == 0 {
+		return math.NaN()
+	}
+	return time.Since(time.Unix(0, ns)).Seconds()
+}

@@ -1,0 +1,264 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Overflow is what a full queue drops.
+type Overflow string
+
+// Overflow policies.
+const (
+	DropNewest Overflow = "drop-newest" // keep what is buffered, drop arriving records
+	DropOldest Overflow = "drop-oldest" // make room by dropping the oldest buffered records
+)
+
+// Decode implements envconfig.Decoder.
+func (o *Overflow) Decode(s string) error {
+	switch Overflow(s) {
+	case DropNewest, DropOldest:
+		*o = Overflow(s)
+		return nil
+	}
+	return fmt.Errorf("must be %q or %q", DropNewest, DropOldest)
+}
+
+// OverflowEpisode describes records a queue dropped while it was full: a
+// window in which a sink misses events, reported as a gap record.
+type OverflowEpisode struct {
+	Dropped      int64
+	Since, Until time.Time // receive times of the first and last dropped record
+}
+
+// Queue is the bounded in-memory buffer between the reader and one sink. Push
+// never blocks; when the queue is full (by records or by bytes) it drops by
+// policy and remembers the episode. It is the seam where a disk-backed spool
+// can later take its place. Safe for concurrent use.
+type Queue struct {
+	maxRecords int
+	maxBytes   int64
+	policy     Overflow
+
+	mu      sync.Mutex
+	buf     []*Entry // ring buffer of capacity maxRecords (grown lazily)
+	head, n int
+	bytes   int64
+	closed  bool
+	episode OverflowEpisode // Dropped > 0 while an episode is open
+
+	notify   chan struct{} // capacity 1: "something changed"
+	closedCh chan struct{}
+}
+
+// NewQueue returns a queue bounded by maxRecords and maxBytes (sum of body
+// lengths).
+func NewQueue(maxRecords int, maxBytes int64, policy Overflow) *Queue {
+	return &Queue{
+		maxRecords: maxRecords,
+		maxBytes:   maxBytes,
+		policy:     policy,
+		buf:        make([]*Entry, min(maxRecords, 1024)),
+		notify:     make(chan struct{}, 1),
+		closedCh:   make(chan struct{}),
+	}
+}
+
+// PushResult tells the caller what a Push did beyond appending.
+type PushResult struct {
+	Dropped int              // entries dropped by this push (the new one, or old ones)
+	Ended   *OverflowEpisode // set when this push ended an overflow episode
+}
+
+// Push appends e without blocking, dropping by policy when full. Pushing to a
+// closed queue drops e (counted in Dropped).
+func (q *Queue) Push(e *Entry) PushResult {
+	size := int64(len(e.Body))
+	var res PushResult
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		res.Dropped = 1
+		return res
+	}
+	switch q.policy {
+	case DropOldest:
+		for q.n > 0 && q.full(size) {
+			old := q.popLocked()
+			q.noteDrop(old.Record.Time)
+			res.Dropped++
+		}
+	default:
+		if q.n > 0 && q.full(size) {
+			q.noteDrop(e.Record.Time)
+			q.mu.Unlock()
+			res.Dropped = 1
+			return res
+		}
+	}
+	if res.Dropped == 0 && q.episode.Dropped > 0 {
+		ep := q.episode
+		res.Ended = &ep
+		q.episode = OverflowEpisode{}
+	}
+	q.pushLocked(e)
+	q.mu.Unlock()
+	q.signal()
+	return res
+}
+
+// PushForce appends e ignoring the bounds. Used for gap records, which must
+// not be lost to the overflow they report. It drops e only when closed.
+func (q *Queue) PushForce(e *Entry) bool {
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return false
+	}
+	q.pushLocked(e)
+	q.mu.Unlock()
+	q.signal()
+	return true
+}
+
+// EndOverflow closes an open overflow episode and returns it (nil if none).
+func (q *Queue) EndOverflow() *OverflowEpisode {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.episode.Dropped == 0 {
+		return nil
+	}
+	ep := q.episode
+	q.episode = OverflowEpisode{}
+	return &ep
+}
+
+func (q *Queue) full(size int64) bool {
+	return q.n >= q.maxRecords || (q.maxBytes > 0 && q.bytes+size > q.maxBytes)
+}
+
+func (q *Queue) noteDrop(t time.Time) {
+	if q.episode.Dropped == 0 || t.Before(q.episode.Since) {
+		q.episode.Since = t
+	}
+	if t.After(q.episode.Until) {
+		q.episode.Until = t
+	}
+	q.episode.Dropped++
+}
+
+func (q *Queue) pushLocked(e *Entry) {
+	if q.n == len(q.buf) {
+		q.grow()
+	}
+	q.buf[(q.head+q.n)%len(q.buf)] = e
+	q.n++
+	q.bytes += int64(len(e.Body))
+}
+
+func (q *Queue) grow() {
+	size := max(2*len(q.buf), 16)
+	if q.n < q.maxRecords {
+		size = min(size, q.maxRecords)
+	}
+	if size <= len(q.buf) { // forced pushes beyond maxRecords
+		size = len(q.buf) + 16
+	}
+	buf := make([]*Entry, size)
+	for i := 0; i < q.n; i++ {
+		buf[i] = q.buf[(q.head+i)%len(q.buf)]
+	}
+	q.buf, q.head = buf, 0
+}
+
+func (q *Queue) popLocked() *Entry {
+	e := q.buf[q.head]
+	q.buf[q.head] = nil
+	q.head = (q.head + 1) % len(q.buf)
+	q.n--
+	q.bytes -= int64(len(e.Body))
+	return e
+}
+
+func (q *Queue) signal() {
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops accepting entries; Take drains what is left and then returns
+// nil.
+func (q *Queue) Close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.closed {
+		q.closed = true
+		close(q.closedCh)
+	}
+}
+
+// Len returns the number of buffered entries and their bytes.
+func (q *Queue) Len() (records int, bytes int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n, q.bytes
+}
+
+// Take removes and returns the next batch: it waits for a first entry, then
+// up to linger for the batch to fill to lim.MaxEntries or lim.MaxBatchBytes
+// (measured with size). It returns nil when the queue is closed and empty, or
+// when ctx is done. The first entry is always taken whatever its size, so an
+// oversized entry cannot stall the queue (the Relay rejects it).
+func (q *Queue) Take(ctx context.Context, lim Limits, size func(*Entry) int, linger time.Duration) []*Entry {
+	var deadline <-chan time.Time
+	for {
+		q.mu.Lock()
+		n, closed := q.n, q.closed
+		q.mu.Unlock()
+		if n > 0 && (n >= lim.MaxEntries || closed || linger <= 0) {
+			break
+		}
+		if n == 0 && closed {
+			return nil
+		}
+		if n > 0 && deadline == nil {
+			t := time.NewTimer(linger)
+			defer t.Stop()
+			deadline = t.C
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-q.notify:
+		case <-q.closedCh:
+			if n == 0 {
+				// Re-check: entries may have been pushed before closing.
+				continue
+			}
+		case <-deadline:
+			goto take
+		}
+	}
+take:
+	q.mu.Lock()
+	batch := make([]*Entry, 0, min(q.n, lim.MaxEntries))
+	total := 0
+	for q.n > 0 && len(batch) < lim.MaxEntries {
+		e := q.buf[q.head]
+		s := size(e)
+		if len(batch) > 0 && lim.MaxBatchBytes > 0 && total+s > lim.MaxBatchBytes {
+			break
+		}
+		batch = append(batch, q.popLocked())
+		total += s
+	}
+	left := q.n
+	q.mu.Unlock()
+	if left > 0 {
+		q.signal() // another worker may be waiting
+	}
+	return batch
+}

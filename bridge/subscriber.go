@@ -1,0 +1,353 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+)
+
+// SubscriberConfig configures the subscription to one Redis node.
+type SubscriberConfig struct {
+	// Options for the node: address, credentials, TLS. The subscriber copies
+	// it and sets what a subscription needs (RESP2, no maintenance
+	// notifications, no pool).
+	Options *redis.Options
+	// Source is the host:port written into records.
+	Source   string
+	Patterns []string
+	Filter   Filter
+	// HealthInterval: after this long without any message the subscriber
+	// pings; after twice this long without an answer the connection is dead.
+	HealthInterval time.Duration
+	// FailoverInterval: how often a fresh connection through the endpoint
+	// checks that it still names the node the subscription is on; 0 disables.
+	FailoverInterval time.Duration
+	// ReconnectMax caps the back-off between failed connection attempts.
+	ReconnectMax time.Duration
+}
+
+// Subscriber holds one subscription to one node, decodes what it receives and
+// emits records into a Relay. It reconnects on its own and reports every
+// window in which events may have been missed as a gap record. Several
+// subscribers (one per primary, in cluster mode) can share one Relay.
+type Subscriber struct {
+	cfg     SubscriberConfig
+	relay   *Relay
+	log     *slog.Logger
+	metrics *Metrics
+
+	mu        sync.Mutex
+	connected bool
+	beat      atomic.Int64 // unix nanoseconds of the reader loop's last turn
+}
+
+// NewSubscriber returns a subscriber; Run starts it.
+func NewSubscriber(cfg SubscriberConfig, relay *Relay, log *slog.Logger, m *Metrics) *Subscriber {
+	if cfg.HealthInterval <= 0 {
+		cfg.HealthInterval = time.Second
+	}
+	if cfg.ReconnectMax <= 0 {
+		cfg.ReconnectMax = 5 * time.Second
+	}
+	s := &Subscriber{cfg: cfg, relay: relay, log: log.With("node", cfg.Source), metrics: m}
+	s.beat.Store(time.Now().UnixNano())
+	return s
+}
+
+// Connected reports whether the subscription is established.
+func (s *Subscriber) Connected() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.connected
+}
+
+func (s *Subscriber) setConnected(c bool) {
+	s.mu.Lock()
+	s.connected = c
+	s.mu.Unlock()
+	v := 0.0
+	if c {
+		v = 1
+	}
+	s.metrics.Connected.WithLabelValues(s.cfg.Source).Set(v)
+}
+
+// errFailover ends a session whose node is no longer the one the endpoint names.
+var errFailover = errors.New("bridge: the endpoint now names another node")
+
+// Run subscribes and reads until ctx is cancelled; it returns nil then. It
+// returns an error only for a failure that retrying cannot fix (a refused
+// AUTH or missing channel permission before the first subscription).
+func (s *Subscriber) Run(ctx context.Context) error {
+	var lastAlive time.Time // the last moment events were surely received
+	reason := GapReconnect
+	for attempt := 0; ; attempt++ {
+		s.beat.Store(time.Now().UnixNano())
+		if ctx.Err() != nil {
+			return nil
+		}
+		sess, err := s.connect(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if lastAlive.IsZero() && isPermanentRedisError(err) {
+				return err
+			}
+			d := backoff(100*time.Millisecond, s.cfg.ReconnectMax, attempt+1)
+			s.log.Warn("subscription: connect failed, retrying", "err", err, "retry_in", d)
+			sleepCtx(ctx, d)
+			continue
+		}
+		attempt = -1
+		now := time.Now()
+		if !lastAlive.IsZero() {
+			s.metrics.Reconnects.WithLabelValues(s.cfg.Source, reason).Inc()
+			s.relay.EmitGap(s.cfg.Source, reason, lastAlive, now)
+		}
+		s.setConnected(true)
+		s.log.Info("subscribed", "patterns", s.cfg.Patterns, "node_id", sess.nodeID)
+		lastAlive, err = s.read(ctx, sess)
+		s.setConnected(false)
+		sess.close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		reason = GapReconnect
+		if errors.Is(err, errFailover) {
+			reason = GapFailover
+		}
+		s.log.Warn("subscription lost: reconnecting", "reason", reason, "err", err)
+	}
+}
+
+// session is one established subscription.
+type session struct {
+	client *redis.Client
+	pubsub *redis.PubSub
+	nodeID string // run_id of the node the subscription is on
+	cancel context.CancelFunc
+	moved  chan struct{} // closed by the failover watcher
+}
+
+func (ss *session) close() {
+	ss.cancel()
+	_ = ss.pubsub.Close()
+	_ = ss.client.Close()
+}
+
+// connect dials a new connection, checks that it is on a primary, subscribes
+// and waits for every subscription to be confirmed.
+func (s *Subscriber) connect(ctx context.Context) (*session, error) {
+	opt := *s.cfg.Options
+	opt.Protocol = 2
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	opt.DisableIdentity = true
+	var nodeID string
+	opt.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
+		id, role, err := nodeIdentity(ctx, cn)
+		if err != nil {
+			return err
+		}
+		if role != "" && role != "master" {
+			return fmt.Errorf("bridge: %s is a %s, not a primary: subscribe to the primary endpoint", s.cfg.Source, role)
+		}
+		nodeID = id
+		return nil
+	}
+	client := redis.NewClient(&opt)
+	ps := client.PSubscribe(ctx)
+	fail := func(err error) (*session, error) {
+		_ = ps.Close()
+		_ = client.Close()
+		return nil, err
+	}
+	if err := ps.PSubscribe(ctx, s.cfg.Patterns...); err != nil {
+		return fail(err)
+	}
+	for confirmed := 0; confirmed < len(s.cfg.Patterns); {
+		msg, err := ps.ReceiveTimeout(ctx, 5*time.Second)
+		if err != nil {
+			return fail(fmt.Errorf("bridge: psubscribe %s: %w", s.cfg.Source, err))
+		}
+		switch msg.(type) {
+		case *redis.Subscription:
+			confirmed++
+		case *redis.Message:
+			// Cannot happen before the first confirmation; handled by read.
+		}
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	sess := &session{client: client, pubsub: ps, nodeID: nodeID, cancel: cancel, moved: make(chan struct{})}
+	// Closing the PubSub unblocks a read in progress on cancellation.
+	context.AfterFunc(wctx, func() { _ = ps.Close() })
+	if s.cfg.FailoverInterval > 0 && nodeID != "" {
+		go s.watchFailover(wctx, sess)
+	}
+	return sess, nil
+}
+
+// read receives until the connection breaks or ctx is cancelled. It returns
+// the last moment events were surely received.
+func (s *Subscriber) read(ctx context.Context, sess *session) (time.Time, error) {
+	lastAlive := time.Now()
+	pinged := false
+	events := make(map[string]eventCounter) // the reader is one goroutine: no lock
+	for {
+		msg, err := sess.pubsub.ReceiveTimeout(ctx, s.cfg.HealthInterval)
+		now := time.Now()
+		s.beat.Store(now.UnixNano())
+		if err != nil {
+			select {
+			case <-sess.moved:
+				return lastAlive, errFailover
+			default:
+			}
+			if ctx.Err() != nil {
+				return now, ctx.Err()
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if pinged {
+					return lastAlive, fmt.Errorf("bridge: no answer to ping within %s", 2*s.cfg.HealthInterval)
+				}
+				if err := sess.pubsub.Ping(ctx); err != nil {
+					return lastAlive, fmt.Errorf("bridge: ping: %w", err)
+				}
+				pinged = true
+				continue
+			}
+			return lastAlive, err
+		}
+		lastAlive, pinged = now, false
+		switch m := msg.(type) {
+		case *redis.Message:
+			s.handle(m, now, events)
+		case *redis.Pong, *redis.Subscription:
+		}
+	}
+}
+
+type eventCounter struct{ c interface{ Inc() } }
+
+// handle decodes one message and emits its record. It runs on the reader
+// goroutine: it must never block.
+func (s *Subscriber) handle(m *redis.Message, now time.Time, events map[string]eventCounter) {
+	n, err := Decode(m.Channel, m.Payload)
+	if err != nil {
+		s.metrics.Undecodable.Inc()
+		s.log.Warn("ignored message on an unexpected channel", "channel", printablePrefix(m.Channel, 128))
+		return
+	}
+	s.metrics.noteNotification(now)
+	if !s.cfg.Filter.Match(n) {
+		s.metrics.Ignored.Inc()
+		return
+	}
+	ec, ok := events[n.Event]
+	if !ok {
+		ec = eventCounter{s.metrics.Received.WithLabelValues(n.Event)}
+		if len(events) < 1000 { // bounded: module events could name anything
+			events[n.Event] = ec
+		}
+	}
+	ec.c.Inc()
+	s.relay.Emit(Record{Type: TypeKeyEvent, ID: s.relay.ids.New(now), Time: now,
+		Source: s.cfg.Source, DB: n.DB, Event: n.Event, Key: n.Key})
+}
+
+// watchFailover checks, through a fresh connection each time, that the
+// endpoint still names the node the subscription is on. ElastiCache moves the
+// primary endpoint's DNS name on failover, but an open connection stays on
+// the old node, which may live on as a replica.
+func (s *Subscriber) watchFailover(ctx context.Context, sess *session) {
+	for {
+		jitter := rand.N(s.cfg.FailoverInterval/5 + 1)
+		if !sleepCtx(ctx, s.cfg.FailoverInterval+jitter) {
+			return
+		}
+		id, role, err := s.probe(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Debug("failover check failed", "err", err)
+			}
+			continue
+		}
+		if id != sess.nodeID && role == "master" {
+			s.log.Warn("failover: the endpoint names another primary, moving the subscription",
+				"old_node_id", sess.nodeID, "new_node_id", id)
+			close(sess.moved)
+			_ = sess.pubsub.Close()
+			return
+		}
+	}
+}
+
+// probe opens a fresh connection through the endpoint and returns the
+// identity and role of the node it reaches.
+func (s *Subscriber) probe(ctx context.Context) (id, role string, err error) {
+	opt := *s.cfg.Options
+	opt.Protocol = 2
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	opt.DisableIdentity = true
+	opt.PoolSize, opt.MaxIdleConns, opt.MaxRetries = 1, 0, -1
+	opt.OnConnect = nil
+	c := redis.NewClient(&opt)
+	defer c.Close()
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	cn := c.Conn()
+	defer cn.Close()
+	return nodeIdentity(pctx, cn)
+}
+
+// nodeIdentity returns the node's run_id and its ROLE ("master", "slave").
+// An engine that hides either returns it empty.
+func nodeIdentity(ctx context.Context, cn *redis.Conn) (id, role string, err error) {
+	info, err := cn.Info(ctx, "server").Result()
+	if err != nil {
+		return "", "", fmt.Errorf("bridge: info server: %w", err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(line, "run_id:"); ok {
+			id = strings.TrimSpace(v)
+		}
+	}
+	if r, err := cn.Do(ctx, "ROLE").Slice(); err == nil && len(r) > 0 {
+		role, _ = r[0].(string)
+	}
+	return id, role, nil
+}
+
+// isPermanentRedisError reports errors that retrying will not fix: refused
+// authentication and missing permissions.
+func isPermanentRedisError(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"NOPERM", "WRONGPASS", "NOAUTH", "ERR AUTH", "invalid password", "not a primary"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Alive reports whether the reader loop is running: it beats at least once
+// per HealthInterval while subscribed and once per connection attempt while
+// not.
+func (s *Subscriber) Alive() error {
+	last := time.Unix(0, s.beat.Load())
+	if limit := 3*s.cfg.HealthInterval + 15*time.Second; time.Since(last) > limit {
+		return fmt.Errorf("reader loop silent for %s", time.Since(last).Round(time.Second))
+	}
+	return nil
+}

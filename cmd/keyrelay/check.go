@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/keyrelay/keyrelay/bridge"
+)
+
+// runCheck reports, line by line, whether Redis is reachable and
+// authenticated, whether notifications flow for the configured events, and
+// whether each sink is reachable. It returns an error unless all pass.
+func runCheck(ctx context.Context, cfg *Config, out io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	failed := 0
+	report := func(ok bool, what, detail string) {
+		mark := "ok  "
+		if !ok {
+			mark = "FAIL"
+			failed++
+		}
+		fmt.Fprintf(out, "%s %s", mark, what)
+		if detail != "" {
+			fmt.Fprintf(out, ": %s", detail)
+		}
+		fmt.Fprintln(out)
+	}
+
+	opt, _ := cfg.redisOptions()
+	opt.Protocol = 2
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	opt.DisableIdentity = true
+	opt.MaxRetries = -1
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		report(false, "redis "+opt.Addr+" reachable and authenticated", explainRedisError(err))
+	} else {
+		report(true, "redis "+opt.Addr+" reachable and authenticated", "")
+		checkRole(ctx, rdb, report)
+		checkNotifications(ctx, cfg, rdb, report)
+	}
+
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	sinks, err := buildSinks(ctx, cfg, io.Discard, log)
+	if err != nil {
+		report(false, "sinks", err.Error())
+	}
+	for _, s := range sinks {
+		if err := s.Check(ctx); err != nil {
+			report(false, "sink "+s.Name(), err.Error())
+		} else {
+			report(true, "sink "+s.Name(), "")
+		}
+		_ = s.Close(ctx)
+	}
+	if failed > 0 {
+		return fmt.Errorf("check: %d of the checks above failed", failed)
+	}
+	fmt.Fprintln(out, "all checks passed")
+	return nil
+}
+
+func checkRole(ctx context.Context, rdb *redis.Client, report func(bool, string, string)) {
+	r, err := rdb.Do(ctx, "ROLE").Slice()
+	if err != nil || len(r) == 0 {
+		return // some engines restrict ROLE; nothing to conclude
+	}
+	if role, _ := r[0].(string); role != "master" {
+		report(false, "endpoint is a primary", fmt.Sprintf("it is a %s: use the primary endpoint, not a reader or replica endpoint (replicas turn expired into del)", role))
+		return
+	}
+	report(true, "endpoint is a primary", "")
+}
+
+// eventClass maps event names to the notify-keyspace-events class flag that
+// enables them, and the probe that can prove it.
+var eventClass = map[string]byte{
+	"del": 'g', "expire": 'g', "rename_from": 'g', "rename_to": 'g', "move_from": 'g', "move_to": 'g',
+	"copy_to": 'g', "restore": 'g', "persist": 'g', "sortstore": 'g',
+	"set": '$', "setrange": '$', "incrby": '$', "incrbyfloat": '$', "append": '$',
+	"lpush": 'l', "rpush": 'l', "lpop": 'l', "rpop": 'l', "linsert": 'l', "lset": 'l', "lrem": 'l', "ltrim": 'l',
+	"hset": 'h', "hincrby": 'h', "hincrbyfloat": 'h', "hdel": 'h',
+	"sadd": 's', "srem": 's', "spop": 's', "sinterstore": 's', "sunionstore": 's', "sdiffstore": 's',
+	"zadd": 'z', "zincr": 'z', "zrem": 'z', "zrembyscore": 'z', "zrembyrank": 'z',
+	"zdiffstore": 'z', "zinterstore": 'z', "zunionstore": 'z',
+	"xadd": 't', "xdel": 't', "xtrim": 't', "xsetid": 't',
+	"expired": 'x', "evicted": 'e', "new": 'n', "keymiss": 'm',
+}
+
+// checkNotifications proves end to end that notifications flow: ElastiCache
+// forbids CONFIG, so it subscribes, writes short-lived probe keys that fire
+// one event of each class, and reports which flags of notify-keyspace-events
+// are missing for the configured channels and events.
+func checkNotifications(ctx context.Context, cfg *Config, rdb *redis.Client, report func(bool, string, string)) {
+	db := 0
+	if len(cfg.DBs) > 0 {
+		db = cfg.DBs[0]
+	}
+	probe := fmt.Sprintf("keyrelay:check:%d", time.Now().UnixNano())
+	kind := string(cfg.Channels)
+	patterns := []string{fmt.Sprintf("__keyevent@%d__:*", db), fmt.Sprintf("__keyspace@%d__:%s*", db, probe)}
+	ps := rdb.PSubscribe(ctx)
+	defer ps.Close()
+	if err := ps.PSubscribe(ctx, patterns...); err != nil {
+		report(false, "subscribe to notification channels", explainRedisError(err))
+		return
+	}
+	for range patterns {
+		if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil {
+			report(false, "subscribe to notification channels", explainRedisError(err))
+			return
+		}
+	}
+	report(true, "subscribe to notification channels", "")
+
+	pc := redis.NewClient(withDB(rdb.Options(), db))
+	defer pc.Close()
+	k := func(s string) string { return probe + ":" + s }
+	writes := []struct {
+		class byte
+		fn    func() error
+	}{
+		{'$', func() error { return pc.Set(ctx, k("str"), "1", 0).Err() }},
+		{'g', func() error { return pc.Expire(ctx, k("str"), time.Hour).Err() }},
+		{'l', func() error { return pc.LPush(ctx, k("list"), "1").Err() }},
+		{'s', func() error { return pc.SAdd(ctx, k("set"), "1").Err() }},
+		{'h', func() error { return pc.HSet(ctx, k("hash"), "f", "1").Err() }},
+		{'z', func() error { return pc.ZAdd(ctx, k("zset"), redis.Z{Score: 1, Member: "1"}).Err() }},
+		{'t', func() error { return pc.XAdd(ctx, &redis.XAddArgs{Stream: k("stream"), Values: []any{"f", "1"}}).Err() }},
+		{'x', func() error {
+			if err := pc.Set(ctx, k("ttl"), "1", 50*time.Millisecond).Err(); err != nil {
+				return err
+			}
+			time.Sleep(120 * time.Millisecond)
+			return pc.Get(ctx, k("ttl")).Err() // touching it expires it now
+		}},
+	}
+	defer pc.Del(context.WithoutCancel(ctx), k("str"), k("list"), k("set"), k("hash"), k("zset"), k("stream"), k("ttl"))
+	for _, w := range writes {
+		if err := w.fn(); err != nil && !errors.Is(err, redis.Nil) {
+			report(false, "write probe keys "+probe+":*", explainRedisError(err)+
+				" (the check writes short-lived probe keys; grant the user write access to keyrelay:check:* or verify notifications by hand)")
+			return
+		}
+	}
+	seen := map[string]map[byte]bool{"keyevent": {}, "keyspace": {}}
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		msg, err := ps.ReceiveTimeout(ctx, time.Until(deadline))
+		if err != nil {
+			break
+		}
+		m, ok := msg.(*redis.Message)
+		if !ok {
+			continue
+		}
+		n, err := bridge.Decode(m.Channel, m.Payload)
+		if err != nil || !strings.HasPrefix(n.Key, probe) {
+			continue
+		}
+		c := "keyevent"
+		if strings.HasPrefix(m.Channel, "__keyspace@") {
+			c = "keyspace"
+		}
+		if cl, ok := eventClass[n.Event]; ok {
+			seen[c][cl] = true
+		}
+	}
+	kindFlag := map[string]string{"keyevent": "E", "keyspace": "K"}[kind]
+	other := map[string]string{"keyevent": "keyspace", "keyspace": "keyevent"}[kind]
+	got := seen[kind]
+	if len(got) == 0 {
+		why := "no notification arrived: notify-keyspace-events is empty or lacks " + kindFlag
+		if len(seen[other]) > 0 {
+			why = fmt.Sprintf("only %s notifications arrive: add %s to notify-keyspace-events, or set KEYRELAY_CHANNELS=%s", other, kindFlag, other)
+		}
+		report(false, kind+" notifications flowing", why+"; on ElastiCache set it in a custom parameter group (e.g. "+kindFlag+"x for expirations, "+kindFlag+"A for everything)")
+		return
+	}
+	// Which classes does the configuration need?
+	needed := map[byte]bool{}
+	if len(cfg.Events) == 0 {
+		for _, c := range []byte("g$lshztx") {
+			needed[c] = true
+		}
+	}
+	var unprovable []string
+	for _, e := range cfg.Events {
+		switch c, ok := eventClass[e]; {
+		case !ok:
+			unprovable = append(unprovable, e+" (unknown to keyrelay)")
+		case c == 'e' || c == 'n' || c == 'm':
+			unprovable = append(unprovable, fmt.Sprintf("%s (flag %c)", e, c))
+		default:
+			needed[c] = true
+		}
+	}
+	var missing []string
+	for c := range needed {
+		if !got[c] {
+			missing = append(missing, string(c))
+		}
+	}
+	slices.Sort(missing)
+	if len(missing) > 0 {
+		report(false, kind+" notifications flowing", fmt.Sprintf("flags missing from notify-keyspace-events for the configured events: %s (add them in the ElastiCache parameter group; A enables g$lshztxe)", strings.Join(missing, "")))
+	} else {
+		report(true, kind+" notifications flowing", "")
+	}
+	if len(unprovable) > 0 {
+		report(true, "events not provable by a probe", strings.Join(unprovable, ", ")+": make sure the parameter group enables their flags")
+	}
+}
+
+func withDB(o *redis.Options, db int) *redis.Options {
+	c := *o
+	c.DB = db
+	return &c
+}
+
+// explainRedisError adds the fix, in ElastiCache terms, to common errors.
+func explainRedisError(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "NOPERM") && strings.Contains(msg, "channel"):
+		return msg + ": the user lacks channel access; add &__keyevent@*__:* and &__keyspace@*__:* (or &*) to its access string"
+	case strings.Contains(msg, "NOPERM"):
+		return msg + ": the user's access string lacks this command (it needs +psubscribe +ping +info)"
+	case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "invalid password"), strings.Contains(msg, "invalid username-password"):
+		return msg + ": check KEYRELAY_REDIS_USERNAME / KEYRELAY_REDIS_PASSWORD (the AUTH token or RBAC password)"
+	case strings.Contains(msg, "NOAUTH"):
+		return msg + ": the server requires a password: set KEYRELAY_REDIS_PASSWORD (the AUTH token)"
+	case strings.Contains(msg, "connection reset") || strings.Contains(msg, "EOF"):
+		return msg + ": if the cluster has in-transit encryption, use rediss:// in KEYRELAY_REDIS_URL"
+	case strings.Contains(msg, "i/o timeout") || strings.Contains(msg, "connection refused"):
+		return msg + ": check the endpoint, the port and that the cache's security group allows keyrelay's"
+	}
+	return msg
+}

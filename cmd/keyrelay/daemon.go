@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keyrelay/keyrelay/bridge"
+)
+
+func newLogger(cfg *Config, stderr io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel.Level()}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(stderr, opts))
+}
+
+// runDaemon wires subscriber, relay, sinks and HTTP, runs until ctx ends, then
+// shuts down in data-flow order: stop reading, deliver what is buffered within
+// the shutdown timeout (abort cuts it short), close the sinks.
+func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer) error {
+	log := newLogger(cfg, stderr)
+	setRedisLogger(log)
+	opt, err := cfg.redisOptions()
+	if err != nil {
+		return err // validated already
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := bridge.NewMetrics(reg)
+
+	sinks, err := buildSinks(ctx, cfg, stdout, log)
+	if err != nil {
+		return err
+	}
+	relay := bridge.NewRelay(bridge.RelayConfig{
+		BufferRecords: cfg.BufferRecords,
+		BufferBytes:   cfg.BufferBytes,
+		Overflow:      cfg.Overflow,
+		Linger:        cfg.BatchLinger,
+		RetryInitial:  cfg.RetryInitial,
+		RetryMax:      cfg.RetryMax,
+		Source:        opt.Addr,
+	}, sinks, log, metrics)
+	relay.Start()
+
+	sub := bridge.NewSubscriber(bridge.SubscriberConfig{
+		Options:          opt,
+		Source:           opt.Addr,
+		Patterns:         bridge.Patterns(cfg.Channels, cfg.DBs, cfg.Events),
+		Filter:           bridge.NewFilter(cfg.DBs, cfg.Events, cfg.Keys),
+		HealthInterval:   cfg.HealthInterval,
+		FailoverInterval: cfg.FailoverInterval,
+	}, relay, log, metrics)
+
+	var srv *http.Server
+	if cfg.HTTPAddr != "" {
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			_ = relay.Shutdown(context.Background())
+			return fmt.Errorf("KEYRELAY_HTTP_ADDR=%q: %w", cfg.HTTPAddr, err)
+		}
+		srv = &http.Server{Handler: httpHandler(reg, sub, relay), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("http server failed", "err", err)
+			}
+		}()
+		log.Info("http listening", "addr", ln.Addr().String())
+	}
+
+	log.Info("keyrelay starting", "version", version, "endpoint", opt.Addr,
+		"tls", opt.TLSConfig != nil, "channels", cfg.Channels, "sinks", cfg.Sinks)
+	subErr := sub.Run(ctx) // returns when ctx ends, or on a permanent error
+
+	log.Info("stopping: delivering buffered records", "timeout", cfg.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(abort, cfg.ShutdownTimeout)
+	defer cancel()
+	shutErr := relay.Shutdown(sctx)
+	if srv != nil {
+		hctx, hcancel := context.WithTimeout(context.Background(), time.Second)
+		_ = srv.Shutdown(hctx)
+		hcancel()
+	}
+	if abort.Err() != nil {
+		shutErr = errors.Join(errors.New("aborted by a second signal"), shutErr)
+	}
+	if subErr != nil {
+		subErr = fmt.Errorf("subscription: %w", subErr)
+	}
+	if err := errors.Join(subErr, shutErr); err != nil {
+		log.Error("stopped with errors", "err", err)
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// redisLogger routes go-redis's internal log lines through slog.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Debug("go-redis: " + fmt.Sprintf(format, v...))
+}
+
+func setRedisLogger(log *slog.Logger) { redis.SetLogger(redisLogger{log}) }
