@@ -19,6 +19,7 @@ const (
 	GapFailover  = "failover"  // the endpoint now names another node; keyrelay moved to it
 	GapOverflow  = "overflow"  // a sink's buffer was full and records were dropped
 	GapShutdown  = "shutdown"  // keyrelay stopped with records it could not deliver
+	GapPlanned   = "planned"   // keyrelay replaced an ageing connection (IAM auth: 12-hour limit)
 )
 
 // Record is one key event or one gap. It is immutable once emitted: the

@@ -34,6 +34,11 @@ type SubscriberConfig struct {
 	FailoverInterval time.Duration
 	// ReconnectMax caps the back-off between failed connection attempts.
 	ReconnectMax time.Duration
+	// MaxConnectionAge, when positive, makes the subscriber move to a new
+	// connection before the old one is this old, in a planned way (with a
+	// gap record, reason "planned"): ElastiCache cuts IAM-authenticated
+	// connections after 12 hours.
+	MaxConnectionAge time.Duration
 }
 
 // Subscriber holds one subscription to one node, decodes what it receives and
@@ -85,6 +90,9 @@ func (s *Subscriber) setConnected(c bool) {
 // errFailover ends a session whose node is no longer the one the endpoint names.
 var errFailover = errors.New("bridge: the endpoint now names another node")
 
+// errPlanned ends a session that reached MaxConnectionAge.
+var errPlanned = errors.New("bridge: connection reached its maximum age")
+
 // Run subscribes and reads until ctx is cancelled; it returns nil then. It
 // returns an error only for a failure that retrying cannot fix (a refused
 // AUTH or missing channel permission before the first subscription).
@@ -124,8 +132,11 @@ func (s *Subscriber) Run(ctx context.Context) error {
 			return nil
 		}
 		reason = GapReconnect
-		if errors.Is(err, errFailover) {
+		switch {
+		case errors.Is(err, errFailover):
 			reason = GapFailover
+		case errors.Is(err, errPlanned):
+			reason = GapPlanned
 		}
 		s.log.Warn("subscription lost: reconnecting", "reason", reason, "err", err)
 	}
@@ -202,8 +213,15 @@ func (s *Subscriber) connect(ctx context.Context) (*session, error) {
 func (s *Subscriber) read(ctx context.Context, sess *session) (time.Time, error) {
 	lastAlive := time.Now()
 	pinged := false
+	var expires time.Time
+	if s.cfg.MaxConnectionAge > 0 {
+		expires = lastAlive.Add(s.cfg.MaxConnectionAge)
+	}
 	events := make(map[string]eventCounter) // the reader is one goroutine: no lock
 	for {
+		if !expires.IsZero() && time.Now().After(expires) {
+			return lastAlive, errPlanned
+		}
 		msg, err := sess.pubsub.ReceiveTimeout(ctx, s.cfg.HealthInterval)
 		now := time.Now()
 		s.beat.Store(now.UnixNano())
