@@ -1,0 +1,16 @@
+// Package sns is the sink that publishes records to an Amazon SNS topic with
+// PublishBatch: up to 10 messages per request, within the topic's
+// MaximumMessageSize for each message and for the whole batch, each message
+// one JSON record with message attributes type, event and db (which
+// subscription filter policies can match).
+//
+// A topic ARN ending in ".fifo" is a FIFO topic: the message group id is
+// chosen by awsbatch.GroupBy (the key by default), the deduplication id is
+// the record id, and one batch is in flight at a time so that the records of
+// one group are published in the order keyrelay received them.
+//
+// The sink makes one attempt per Publish (the SDK's own retries are off for
+// PublishBatch) and classifies the outcome for the bridge, which retries
+// exactly the entries that failed retryably; see awsbatch.BatchResult and
+// awsbatch.RequestError. It needs the IAM actions in RequiredIAMActions.
+package sns

@@ -1,0 +1,14 @@
+// Package sqs is the sink that sends records to an Amazon SQS queue with
+// SendMessageBatch: up to 10 messages and 1 MiB per request, each message
+// body one JSON record, with message attributes type, event and db.
+//
+// A queue URL ending in ".fifo" is a FIFO queue: the message group id is
+// chosen by awsbatch.GroupBy (the key by default), the deduplication id is
+// the record id, and one batch is in flight at a time so that the records of
+// one group arrive in the order keyrelay received them.
+//
+// The sink makes one attempt per Publish (the SDK's own retries are off for
+// SendMessageBatch) and classifies the outcome for the bridge, which retries
+// exactly the entries that failed retryably; see awsbatch.BatchResult and
+// awsbatch.RequestError. It needs the IAM actions in RequiredIAMActions.
+package sqs
