@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what keyrelay's tests, demo and benchmarks need, from the
-# project's own files: redis-server and redis-tools (Debian), fauxqs (npm,
-# pinned in .ci/package.json / package-lock.json). Idempotent.
+# project's own files: redis-server and redis-tools (Debian), shellcheck
+# (Debian; the tests lint the scripts), fauxqs (npm, pinned in
+# .ci/package.json / package-lock.json). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 want_redis=1
 want_fauxqs=1
+want_shellcheck=1
 case "${1:-all}" in
-  redis) want_fauxqs=0 ;;
+  redis) want_fauxqs=0; want_shellcheck=0 ;;
   all) ;;
   *) echo "usage: $0 [all|redis]" >&2; exit 2 ;;
 esac
@@ -25,6 +27,15 @@ if [ "$want_redis" = 1 ] && ! { command -v redis-server && command -v redis-cli 
     sudo_if_needed apt-get install -y --no-install-recommends redis-server redis-tools >/dev/null
   fi
   # The Debian package starts a system-wide server on 6379; tests use their own ports.
+fi
+
+if [ "$want_shellcheck" = 1 ] && ! command -v shellcheck >/dev/null 2>&1; then
+  echo "installing shellcheck (Debian)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  if ! sudo_if_needed apt-get install -y --no-install-recommends shellcheck >/dev/null; then
+    sudo_if_needed apt-get update >/dev/null
+    sudo_if_needed apt-get install -y --no-install-recommends shellcheck >/dev/null
+  fi
 fi
 
 if [ "$want_fauxqs" = 1 ] && [ ! -x node_modules/.bin/fauxqs ]; then

@@ -1,0 +1,362 @@
+package main
+
+// ElastiCache authentication modes, against a local redis-server standing in
+// for the cache: in-transit encryption with a private CA, AUTH token, RBAC
+// users (and a user without channel permission), and IAM configuration.
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/keyrelay/keyrelay/bridge/bridgetest"
+)
+
+// writeTLSFiles generates a private CA and a server certificate for
+// 127.0.0.1 signed by it, and returns the PEM file paths.
+func writeTLSFiles(t *testing.T) (caFile, certFile, keyFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "keyrelay test CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("server.pem", "CERTIFICATE", srvDER), write("server.key", "EC PRIVATE KEY", keyDER)
+}
+
+// runOnce runs one keyrelay command in-process with env on top of a clean
+// KEYRELAY_ environment; the daemon is stopped when ctx ends.
+func runOnce(ctx context.Context, t *testing.T, env map[string]string, args ...string) (stdout, stderr *syncBuffer, err error) {
+	t.Helper()
+	clearKeyrelayEnv(t)
+	t.Setenv("KEYRELAY_HTTP_ADDR", "")
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+	err = run(ctx, context.Background(), args, stdout, stderr)
+	return stdout, stderr, err
+}
+
+// waitForRecord writes with c until the daemon relays a record for key.
+func waitForRecord(t *testing.T, d *daemon, c *redis.Client, key string) {
+	t.Helper()
+	if err := c.Set(context.Background(), key, "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	d.waitRecords(10*time.Second, func(recs []testRecord) bool {
+		for _, r := range recs {
+			if r.Type == "keyevent" && r.Event == "set" && r.Key != nil && *r.Key == key {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestTLSPrivateCA: with rediss:// and KEYRELAY_REDIS_CA_FILE, keyrelay
+// verifies the server certificate against the private CA and relays events
+// over TLS; without the CA file the certificate is rejected (system roots),
+// `keyrelay check` says so and `keyrelay run` never subscribes.
+//
+// bridgetest.StartRedis waits for a plain-text PING on its own port, so the
+// server keeps that port (for the harness and nothing else) beside the TLS
+// port keyrelay and the writer use.
+func TestTLSPrivateCA(t *testing.T) {
+	caFile, certFile, keyFile := writeTLSFiles(t)
+	tlsPort := bridgetest.FreePort(t)
+	bridgetest.StartRedis(t, "--tls-port", strconv.Itoa(tlsPort),
+		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-cert-file", caFile, "--tls-auth-clients", "no")
+	url := "rediss://127.0.0.1:" + strconv.Itoa(tlsPort)
+
+	t.Run("with the CA file", func(t *testing.T) {
+		d := startDaemon(t, map[string]string{"KEYRELAY_REDIS_URL": url, "KEYRELAY_REDIS_CA_FILE": caFile, "KEYRELAY_EVENTS": "set"})
+		if !strings.Contains(d.Stderr.String(), `"tls":true`) {
+			t.Errorf("start-up log does not say tls: %s", d.Stderr.String())
+		}
+		pem, _ := os.ReadFile(caFile)
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		w := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(tlsPort), Protocol: 2,
+			TLSConfig: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}})
+		defer w.Close()
+		waitForRecord(t, d, w, "tls:session:1")
+		if err := d.Stop(); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+	})
+
+	t.Run("without the CA file", func(t *testing.T) {
+		env := map[string]string{"KEYRELAY_REDIS_URL": url}
+		out, _, err := runOnce(context.Background(), t, env, "check")
+		if err == nil || !strings.Contains(out.String(), "FAIL redis 127.0.0.1:"+strconv.Itoa(tlsPort)) ||
+			!strings.Contains(out.String(), "x509: certificate signed by unknown authority") {
+			t.Errorf("check: err %v, output:\n%s", err, out)
+		}
+
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan error, 1)
+		var stderr *syncBuffer
+		clearKeyrelayEnv(t)
+		t.Setenv("KEYRELAY_HTTP_ADDR", "")
+		t.Setenv("KEYRELAY_REDIS_URL", url)
+		stderr = &syncBuffer{}
+		go func() { done <- run(ctx, context.Background(), []string{"run"}, io.Discard, stderr) }()
+		deadline := time.Now().Add(10 * time.Second)
+		for !strings.Contains(stderr.String(), "certificate signed by unknown authority") {
+			if time.Now().After(deadline) {
+				t.Fatalf("run did not report the certificate error:\n%s", stderr)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		cancel()
+		<-done
+		if strings.Contains(stderr.String(), `"msg":"subscribed"`) {
+			t.Errorf("subscribed without verifying the certificate:\n%s", stderr)
+		}
+	})
+}
+
+// TestAuthToken: the AUTH token in KEYRELAY_REDIS_PASSWORD overrides the
+// URL's; a wrong or missing token stops `keyrelay run` with an error that
+// names the variable to fix.
+func TestAuthToken(t *testing.T) {
+	const token = "0123456789abcdef-token!"
+	r := bridgetest.StartRedis(t, "--requirepass", token)
+	w := redis.NewClient(&redis.Options{Addr: r.Addr, Password: token, Protocol: 2})
+	defer w.Close()
+
+	d := startDaemon(t, map[string]string{
+		"KEYRELAY_REDIS_URL":      "redis://:stale-url-password@" + r.Addr,
+		"KEYRELAY_REDIS_PASSWORD": token,
+		"KEYRELAY_EVENTS":         "set",
+	})
+	waitForRecord(t, d, w, "auth:token")
+	if strings.Contains(d.Stderr.String(), token) {
+		t.Error("the token appears in the log")
+	}
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name, password, want string
+	}{
+		{"wrong token", "not-the-token-000", "KEYRELAY_REDIS_PASSWORD"},
+		{"no token", "", "set KEYRELAY_REDIS_PASSWORD"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			_, _, err := runOnce(ctx, t, map[string]string{"KEYRELAY_REDIS_URL": "redis://" + r.Addr, "KEYRELAY_REDIS_PASSWORD": tc.password}, "run")
+			if ctx.Err() != nil {
+				t.Fatal("keyrelay run kept retrying a refused AUTH")
+			}
+			if err == nil || exitCode(err, io.Discard) != 1 || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want exit status 1 naming %q", err, tc.want)
+			}
+			if tc.password != "" && strings.Contains(err.Error(), tc.password) {
+				t.Error("the error shows the password")
+			}
+		})
+	}
+}
+
+// TestRBACUser: an RBAC user with a minimal access string, given by
+// KEYRELAY_REDIS_USERNAME / KEYRELAY_REDIS_PASSWORD over the URL's
+// credentials, relays events. A user without permission for the channels
+// keyrelay subscribes to stops `keyrelay run` (exit status 1) with an error
+// naming the exact channel permission to add, and `keyrelay check` says so.
+func TestRBACUser(t *testing.T) {
+	r := bridgetest.StartRedis(t)
+	admin := r.Client(0)
+	ctx := context.Background()
+	acl := func(args ...any) {
+		t.Helper()
+		if err := admin.Do(ctx, append([]any{"ACL", "SETUSER"}, args...)...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The access string the README recommends.
+	acl("keyrelay", "reset", "on", ">relay-pass", "-@all", "+psubscribe", "+punsubscribe", "+ping", "+info", "+role",
+		"&__keyevent@*__:*", "&__keyspace@*__:*")
+	acl("nochannels", "reset", "on", ">relay-pass", "~*", "+@all", "resetchannels")
+
+	d := startDaemon(t, map[string]string{
+		"KEYRELAY_REDIS_URL":      "redis://someone:stale@" + r.Addr,
+		"KEYRELAY_REDIS_USERNAME": "keyrelay",
+		"KEYRELAY_REDIS_PASSWORD": "relay-pass",
+	})
+	waitForRecord(t, d, admin, "rbac:key")
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name, user, events string
+		want               []string
+	}{
+		{"no channel permission", "nochannels", "", []string{"NOPERM", "&*", "&__keyevent@*__:*"}},
+		// PSUBSCRIBE patterns are matched literally: &__keyevent@*__:* does
+		// not cover the pattern keyrelay uses for KEYRELAY_EVENTS=expired.
+		{"pattern not granted literally", "keyrelay", "expired", []string{"NOPERM", "&*", "&__keyevent@*__:expired"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{
+				"KEYRELAY_REDIS_URL": "redis://" + r.Addr, "KEYRELAY_REDIS_USERNAME": tc.user,
+				"KEYRELAY_REDIS_PASSWORD": "relay-pass", "KEYRELAY_EVENTS": tc.events,
+			}
+			rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			_, _, err := runOnce(rctx, t, env, "run")
+			if rctx.Err() != nil {
+				t.Fatal("keyrelay run kept retrying a missing channel permission")
+			}
+			if err == nil || exitCode(err, io.Discard) != 1 {
+				t.Fatalf("run: err = %v, want exit status 1", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("run error lacks %q: %v", w, err)
+				}
+			}
+		})
+	}
+
+	out, _, err := runOnce(ctx, t, map[string]string{"KEYRELAY_REDIS_URL": "redis://" + r.Addr,
+		"KEYRELAY_REDIS_USERNAME": "nochannels", "KEYRELAY_REDIS_PASSWORD": "relay-pass"}, "check")
+	if err == nil {
+		t.Fatal("check passed for a user without channel permission")
+	}
+	for _, w := range []string{"ok   redis " + r.Addr + " reachable and authenticated", "FAIL subscribe to notification channels", "NOPERM", "&*", "&__keyevent@*__:*"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("check output lacks %q:\n%s", w, out)
+		}
+	}
+}
+
+// TestIAMAuthConfig: IAM authentication needs rediss://, a user and a cache
+// id, and no password; with them, every new connection gets a fresh SigV4
+// token for the cache as the user's password.
+func TestIAMAuthConfig(t *testing.T) {
+	base := map[string]string{
+		"KEYRELAY_REDIS_URL":          "rediss://master.my-cache.abc123.use1.cache.amazonaws.com:6379",
+		"KEYRELAY_REDIS_IAM_AUTH":     "true",
+		"KEYRELAY_REDIS_USERNAME":     "keyrelay",
+		"KEYRELAY_REDIS_IAM_CACHE_ID": "My-Cache",
+	}
+	with := func(k, v string) map[string]string {
+		m := map[string]string{}
+		for a, b := range base {
+			m[a] = b
+		}
+		m[k] = v
+		return m
+	}
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"plain redis://", with("KEYRELAY_REDIS_URL", "redis://my-cache:6379"), "KEYRELAY_REDIS_IAM_AUTH=\"true\": needs a rediss://"},
+		{"no user", with("KEYRELAY_REDIS_USERNAME", ""), "KEYRELAY_REDIS_USERNAME=\"\": required with KEYRELAY_REDIS_IAM_AUTH=true"},
+		{"a password", with("KEYRELAY_REDIS_PASSWORD", "x"), "KEYRELAY_REDIS_PASSWORD: must be empty"},
+		{"no cache id", with("KEYRELAY_REDIS_IAM_CACHE_ID", ""), "KEYRELAY_REDIS_IAM_CACHE_ID=\"\": required"},
+		{"an endpoint as cache id", with("KEYRELAY_REDIS_IAM_CACHE_ID", "my-cache.abc123.use1.cache.amazonaws.com"), "KEYRELAY_REDIS_IAM_CACHE_ID=\"my-cache.abc123.use1.cache.amazonaws.com\": must be a replication group id"},
+		{"cache id without IAM", map[string]string{"KEYRELAY_REDIS_IAM_CACHE_ID": "my-cache"}, "KEYRELAY_REDIS_IAM_CACHE_ID=\"my-cache\": only used with KEYRELAY_REDIS_IAM_AUTH=true"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clearKeyrelayEnv(t)
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			_, err := loadConfig()
+			var ce *ConfigError
+			if !errors.As(err, &ce) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want a configuration error containing %q", err, tc.want)
+			}
+		})
+	}
+
+	clearKeyrelayEnv(t)
+	for k, v := range base {
+		t.Setenv(k, v)
+	}
+	for k, v := range map[string]string{"AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
+		"AWS_SESSION_TOKEN": "", "AWS_PROFILE": "", "AWS_CONFIG_FILE": os.DevNull, "AWS_SHARED_CREDENTIALS_FILE": os.DevNull} {
+		t.Setenv(k, v)
+	}
+	cfg, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt, err := cfg.redisOptions()
+	if err != nil || opt.CredentialsProviderContext == nil {
+		t.Fatalf("redisOptions: %v; credentials provider set: %v", err, opt != nil && opt.CredentialsProviderContext != nil)
+	}
+	user, tok, err := opt.CredentialsProviderContext(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, rawQuery, _ := strings.Cut(tok, "/?")
+	q, _ := url.ParseQuery(rawQuery)
+	if user != "keyrelay" || host != "my-cache" || q.Get("User") != "keyrelay" || q.Get("Action") != "connect" ||
+		!strings.Contains(q.Get("X-Amz-Credential"), "/eu-west-1/elasticache/aws4_request") {
+		t.Errorf("credentials: user %q, token %q", user, tok)
+	}
+}

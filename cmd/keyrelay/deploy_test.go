@@ -1,0 +1,853 @@
+package main
+
+// Tests of the files a user deploys with (Dockerfile, deploy/): no Docker
+// engine or AWS account is needed. They stand in for a Dockerfile linter and
+// keep the deploy files in step with the code: variables, IAM actions,
+// timeouts, the health check.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/keyrelay/keyrelay/sinks/sns"
+	"github.com/keyrelay/keyrelay/sinks/sqs"
+)
+
+const repoRoot = "../.."
+
+// requiredIAMActions is the union of what the sinks call.
+var requiredIAMActions = slices.Concat(sqs.RequiredIAMActions, sns.RequiredIAMActions)
+
+// iamAuthAction is granted only with ElastiCache IAM authentication.
+const iamAuthAction = "elasticache:Connect"
+
+// dockerInstruction is one instruction of a Dockerfile.
+type dockerInstruction struct {
+	Cmd  string // upper case
+	Args string
+	Line int
+}
+
+func parseDockerfile(t *testing.T, path string) []dockerInstruction {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []dockerInstruction
+	var cur strings.Builder
+	start := 0
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if cur.Len() == 0 {
+			start = n
+		}
+		if body, ok := strings.CutSuffix(line, `\`); ok {
+			cur.WriteString(body + " ")
+			continue
+		}
+		cur.WriteString(line)
+		cmd, args, _ := strings.Cut(cur.String(), " ")
+		if !regexp.MustCompile(`^[A-Za-z]+$`).MatchString(cmd) {
+			t.Fatalf("%s:%d: not an instruction: %q", path, start, cur.String())
+		}
+		out = append(out, dockerInstruction{strings.ToUpper(cmd), strings.TrimSpace(args), start})
+		cur.Reset()
+	}
+	if cur.Len() > 0 {
+		t.Fatalf("%s: ends inside a continued line", path)
+	}
+	return out
+}
+
+// execForm parses a JSON-array (exec form) argument, or fails.
+func execForm(t *testing.T, in dockerInstruction) []string {
+	t.Helper()
+	var v []string
+	if err := json.Unmarshal([]byte(in.Args), &v); err != nil {
+		t.Errorf("line %d: %s %s is not in exec form (a JSON array): %v", in.Line, in.Cmd, in.Args, err)
+	}
+	return v
+}
+
+// goBuildFlags returns the go build command line with its output path
+// removed, for comparing the Dockerfile with the Makefile.
+func goBuildFlags(line string) string {
+	line = regexp.MustCompile(`-o \S+ `).ReplaceAllString(line, "-o OUT ")
+	return strings.Join(strings.Fields(line), " ")
+}
+
+// makeBuildLine returns the Makefile's build recipe with GO, LDFLAGS, BIN and
+// VERSION expanded the way the Dockerfile spells them.
+func makeBuildLine(t *testing.T) string {
+	t.Helper()
+	mk, err := os.ReadFile(filepath.Join(repoRoot, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{}
+	for _, m := range regexp.MustCompile(`(?m)^(\w+)\s*[:?]?=\s*(.*)$`).FindAllStringSubmatch(string(mk), -1) {
+		vars[m[1]] = strings.TrimSpace(m[2])
+	}
+	m := regexp.MustCompile(`(?m)^build:.*\n\t(.*)$`).FindStringSubmatch(string(mk))
+	if m == nil {
+		t.Fatal("Makefile has no build target with a recipe")
+	}
+	line := m[1]
+	line = strings.ReplaceAll(line, "$(LDFLAGS)", vars["LDFLAGS"])
+	line = strings.ReplaceAll(line, "$(GO)", "go")
+	line = strings.ReplaceAll(line, "$(VERSION)", "${VERSION}")
+	return line
+}
+
+// TestDockerfile is the Dockerfile lint CI can run without a Docker engine:
+// a multi-stage build whose go build line is the Makefile's, a static
+// (CGO_ENABLED=0), trimmed, version-stamped binary on a distroless non-root
+// runtime with CA certificates, exec-form ENTRYPOINT, the HTTP port exposed,
+// SIGTERM and a health check through the healthcheck subcommand.
+func TestDockerfile(t *testing.T) {
+	ins := parseDockerfile(t, filepath.Join(repoRoot, "Dockerfile"))
+	var stages [][]dockerInstruction
+	for _, in := range ins {
+		if in.Cmd == "FROM" {
+			stages = append(stages, nil)
+		}
+		if len(stages) == 0 {
+			if in.Cmd != "ARG" {
+				t.Fatalf("line %d: %s before the first FROM", in.Line, in.Cmd)
+			}
+			continue
+		}
+		stages[len(stages)-1] = append(stages[len(stages)-1], in)
+	}
+	if len(stages) < 2 {
+		t.Fatalf("want a multi-stage build, have %d stage(s)", len(stages))
+	}
+	build, runtime := stages[0], stages[len(stages)-1]
+
+	// Build stage: the Go release of go.mod, on bookworm.
+	gomod, err := os.ReadFile(filepath.Join(repoRoot, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	goVer := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindStringSubmatch(string(gomod))
+	if want := "golang:" + goVer[1] + "-bookworm AS build"; build[0].Args != want {
+		t.Errorf("build stage FROM %q, want %q (go.mod says go %s)", build[0].Args, want, goVer[1])
+	}
+	var buildLine string
+	copied := map[string]bool{}
+	for _, in := range build {
+		switch {
+		case in.Cmd == "RUN" && strings.Contains(in.Args, "go build"):
+			buildLine = in.Args
+		case in.Cmd == "COPY":
+			for _, src := range strings.Fields(in.Args) {
+				copied[strings.TrimSuffix(strings.TrimPrefix(src, "./"), "/")] = true
+			}
+		}
+	}
+	if buildLine == "" {
+		t.Fatal("build stage has no go build")
+	}
+	for _, want := range []string{"CGO_ENABLED=0 ", " -trimpath ", "-X main.version=${VERSION}", " ./cmd/keyrelay"} {
+		if !strings.Contains(buildLine, want) {
+			t.Errorf("go build line %q lacks %q", buildLine, want)
+		}
+	}
+	if got, want := goBuildFlags(buildLine), goBuildFlags(makeBuildLine(t)); got != want {
+		t.Errorf("Dockerfile and Makefile build differently:\n Dockerfile: %s\n Makefile:   %s", got, want)
+	}
+	// Every top-level directory holding Go code is copied into the build.
+	entries, err := os.ReadDir(repoRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		hasGo := false
+		_ = filepath.WalkDir(filepath.Join(repoRoot, e.Name()), func(p string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && strings.HasSuffix(p, ".go") && !strings.HasSuffix(p, "_test.go") {
+				hasGo = true
+				return fs.SkipAll
+			}
+			return nil
+		})
+		if hasGo && !copied[e.Name()] {
+			t.Errorf("%s/ holds Go code but the build stage does not COPY it", e.Name())
+		}
+	}
+
+	// Runtime stage.
+	if want := "gcr.io/distroless/static-debian12:nonroot"; runtime[0].Args != want {
+		t.Errorf("runtime stage FROM %q, want %q (CA certificates, no shell, non-root)", runtime[0].Args, want)
+	}
+	got := map[string][]dockerInstruction{}
+	for _, in := range runtime {
+		got[in.Cmd] = append(got[in.Cmd], in)
+	}
+	if c := got["COPY"]; len(c) != 1 || !strings.HasPrefix(c[0].Args, "--from=build ") || !strings.HasSuffix(c[0].Args, " /keyrelay") {
+		t.Errorf("runtime stage should COPY --from=build only the binary to /keyrelay: %v", c)
+	}
+	if u := got["USER"]; len(u) != 1 {
+		t.Error("runtime stage sets no USER")
+	} else if user, _, _ := strings.Cut(u[0].Args, ":"); user == "root" || user == "0" {
+		t.Errorf("USER %s is root", u[0].Args)
+	}
+	if e := got["ENTRYPOINT"]; len(e) != 1 || !slices.Equal(execForm(t, e[0]), []string{"/keyrelay"}) {
+		t.Errorf(`want ENTRYPOINT ["/keyrelay"], have %v`, e)
+	}
+	_, port, _ := net.SplitHostPort(defaultOf(t, "HTTPAddr"))
+	if e := got["EXPOSE"]; len(e) != 1 || e[0].Args != port {
+		t.Errorf("want EXPOSE %s (KEYRELAY_HTTP_ADDR's default port), have %v", port, e)
+	}
+	if s := got["STOPSIGNAL"]; len(s) != 1 || s[0].Args != "SIGTERM" {
+		t.Errorf("want STOPSIGNAL SIGTERM, have %v", s)
+	}
+	if h := got["HEALTHCHECK"]; len(h) != 1 {
+		t.Error("runtime stage has no HEALTHCHECK")
+	} else {
+		_, cmd, ok := strings.Cut(h[0].Args, "CMD ")
+		if !ok || !slices.Equal(execForm(t, dockerInstruction{"HEALTHCHECK", cmd, h[0].Line}), []string{"/keyrelay", "healthcheck"}) {
+			t.Errorf(`want HEALTHCHECK … CMD ["/keyrelay", "healthcheck"], have %s`, h[0].Args)
+		}
+	}
+}
+
+// defaultOf returns the default tag of a Config field.
+func defaultOf(t *testing.T, field string) string {
+	t.Helper()
+	f, ok := reflect.TypeOf(Config{}).FieldByName(field)
+	if !ok {
+		t.Fatalf("Config has no field %s", field)
+	}
+	return f.Tag.Get("default")
+}
+
+// TestHealthcheckCommand: the subcommand the container health checks run
+// exits 0 when /healthz answers 200 and fails otherwise.
+func TestHealthcheckCommand(t *testing.T) {
+	status := http.StatusOK
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+			return
+		}
+		w.WriteHeader(status)
+		fmt.Fprintln(w, "ok")
+	}))
+	defer srv.Close()
+	clearKeyrelayEnv(t)
+	t.Setenv("KEYRELAY_HTTP_ADDR", srv.Listener.Addr().String())
+	if err := run(context.Background(), context.Background(), []string{"healthcheck"}, io.Discard, io.Discard); err != nil {
+		t.Fatalf("healthy: %v", err)
+	}
+	status = http.StatusServiceUnavailable
+	if err := run(context.Background(), context.Background(), []string{"healthcheck"}, io.Discard, io.Discard); err == nil {
+		t.Fatal("unhealthy: healthcheck succeeded")
+	}
+}
+
+// clearKeyrelayEnv unsets every KEYRELAY_ variable for the test.
+func clearKeyrelayEnv(t *testing.T) {
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "KEYRELAY_") {
+			t.Setenv(k, "")
+			os.Unsetenv(k)
+		}
+	}
+}
+
+// yamlToAny converts a CloudFormation YAML node into the JSON form of the
+// template: short tags become intrinsic functions (!Ref x → {"Ref": x},
+// !GetAtt a.b → {"Fn::GetAtt": [a, b]}, !Sub … → {"Fn::Sub": …}).
+func yamlToAny(t *testing.T, n *yaml.Node) any {
+	t.Helper()
+	var v any
+	switch n.Kind {
+	case yaml.DocumentNode:
+		return yamlToAny(t, n.Content[0])
+	case yaml.AliasNode:
+		return yamlToAny(t, n.Alias)
+	case yaml.MappingNode:
+		m := map[string]any{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			m[n.Content[i].Value] = yamlToAny(t, n.Content[i+1])
+		}
+		v = m
+	case yaml.SequenceNode:
+		s := []any{}
+		for _, c := range n.Content {
+			s = append(s, yamlToAny(t, c))
+		}
+		v = s
+	case yaml.ScalarNode:
+		switch n.Tag {
+		case "!!int":
+			i, err := strconv.Atoi(n.Value)
+			if err != nil {
+				t.Fatalf("line %d: %v", n.Line, err)
+			}
+			v = i
+		case "!!bool":
+			v = n.Value == "true"
+		case "!!null":
+			v = nil
+		default:
+			v = n.Value
+		}
+	}
+	switch tag := n.Tag; {
+	case tag == "!Ref":
+		return map[string]any{"Ref": v}
+	case tag == "!GetAtt":
+		if s, ok := v.(string); ok {
+			res, attr, _ := strings.Cut(s, ".")
+			return map[string]any{"Fn::GetAtt": []any{res, attr}}
+		}
+		return map[string]any{"Fn::GetAtt": v}
+	case tag == "!Condition":
+		return map[string]any{"Condition": v}
+	case strings.HasPrefix(tag, "!") && !strings.HasPrefix(tag, "!!"):
+		return map[string]any{"Fn::" + tag[1:]: v}
+	}
+	return v
+}
+
+func loadYAML(t *testing.T, path string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n yaml.Node
+	if err := yaml.Unmarshal(b, &n); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	m, ok := yamlToAny(t, &n).(map[string]any)
+	if !ok {
+		t.Fatalf("%s is not a mapping", path)
+	}
+	return m
+}
+
+func loadJSON(t *testing.T, path string) map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return m
+}
+
+// branches returns v, or both branches of an Fn::If (AWS::NoValue dropped),
+// with the condition that guards them ("" when unconditional).
+func branches(v any) (cond string, out []any) {
+	if m, ok := v.(map[string]any); ok {
+		if args, ok := m["Fn::If"].([]any); ok && len(args) == 3 {
+			cond, _ = args[0].(string)
+			for _, b := range args[1:] {
+				if r, ok := b.(map[string]any); ok && r["Ref"] == "AWS::NoValue" {
+					continue
+				}
+				_, inner := branches(b)
+				out = append(out, inner...)
+			}
+			return cond, out
+		}
+	}
+	return "", []any{v}
+}
+
+// flatten returns the list items v stands for: both branches of an Fn::If,
+// and the items of a list a branch holds.
+func flatten(v any) []any {
+	var out []any
+	_, bs := branches(v)
+	for _, b := range bs {
+		if l, ok := b.([]any); ok {
+			for _, x := range l {
+				out = append(out, flatten(x)...)
+			}
+			continue
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+func asList(v any) []any {
+	switch x := v.(type) {
+	case []any:
+		return x
+	case nil:
+		return nil
+	}
+	return []any{v}
+}
+
+func get(v any, path ...string) any {
+	for _, p := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[p]
+	}
+	return v
+}
+
+// iamActions returns the actions of a policy document's statements, by the
+// condition (Fn::If) that guards each statement.
+func iamActions(t *testing.T, doc any) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	for _, st := range asList(get(doc, "Statement")) {
+		cond, sts := branches(st)
+		for _, s := range sts {
+			if get(s, "Effect") != "Allow" {
+				t.Errorf("statement %v is not an Allow", s)
+			}
+			// Only ecr:GetAuthorizationToken has no resource to name.
+			if res := get(s, "Resource"); (res == "*" || slices.Contains(asList(res), any("*"))) &&
+				!slices.Equal(asList(get(s, "Action")), []any{"ecr:GetAuthorizationToken"}) {
+				t.Errorf("statement %v grants on every resource", get(s, "Sid"))
+			}
+			for _, a := range asList(get(s, "Action")) {
+				out[cond] = append(out[cond], a.(string))
+			}
+		}
+	}
+	return out
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
+}
+
+// containerEnv returns an ECS container definition's environment and secrets
+// (both spellings: CloudFormation's Name/Value and the API's name/value), by
+// variable; values may be intrinsic functions.
+func containerEnv(c any) map[string]any {
+	env := map[string]any{}
+	for _, key := range []string{"Environment", "environment", "Secrets", "secrets"} {
+		for _, item := range asList(get(c, key)) {
+			for _, it := range flatten(item) {
+				name, _ := get(it, "Name").(string)
+				if name == "" {
+					name, _ = get(it, "name").(string)
+				}
+				val := get(it, "Value")
+				for _, k := range []string{"value", "ValueFrom", "valueFrom"} {
+					if val == nil {
+						val = get(it, k)
+					}
+				}
+				env[name] = val
+			}
+		}
+	}
+	return env
+}
+
+// shutdownTimeout returns the KEYRELAY_SHUTDOWN_TIMEOUT a file sets, or the
+// default.
+func shutdownTimeout(t *testing.T, env map[string]any) time.Duration {
+	t.Helper()
+	v, ok := env["KEYRELAY_SHUTDOWN_TIMEOUT"].(string)
+	if !ok {
+		v = defaultOf(t, "ShutdownTimeout")
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		t.Fatalf("KEYRELAY_SHUTDOWN_TIMEOUT=%q: %v", v, err)
+	}
+	return d
+}
+
+// checkContainer checks an ECS container definition: known variables, the
+// healthcheck subcommand, a stop timeout above the shutdown timeout.
+func checkContainer(t *testing.T, file string, c any, key func(string) string) {
+	t.Helper()
+	env := containerEnv(c)
+	for name := range env {
+		if strings.HasPrefix(name, "KEYRELAY_") && !slices.Contains(configVariables(), name) {
+			t.Errorf("%s sets %s, which keyrelay does not know", file, name)
+		}
+	}
+	if _, ok := env["KEYRELAY_REDIS_URL"]; !ok {
+		t.Errorf("%s does not set KEYRELAY_REDIS_URL", file)
+	}
+	hc := asList(get(c, key("HealthCheck"), key("Command")))
+	if !reflect.DeepEqual(hc, []any{"CMD", "/keyrelay", "healthcheck"}) {
+		t.Errorf("%s: health check command %v, want [CMD /keyrelay healthcheck]", file, hc)
+	}
+	stop, ok := get(c, key("StopTimeout")).(int)
+	if f, isFloat := get(c, key("StopTimeout")).(float64); isFloat {
+		stop, ok = int(f), true
+	}
+	if !ok {
+		t.Errorf("%s: no stopTimeout (ECS defaults to 30 s)", file)
+	} else if sd := shutdownTimeout(t, env); time.Duration(stop)*time.Second <= sd {
+		t.Errorf("%s: stopTimeout %ds is not above KEYRELAY_SHUTDOWN_TIMEOUT %s", file, stop, sd)
+	} else if stop > 120 {
+		t.Errorf("%s: stopTimeout %ds is above Fargate's maximum of 120 s", file, stop)
+	}
+	if get(c, key("ReadonlyRootFilesystem")) != true {
+		t.Errorf("%s: the root file system should be read-only (keyrelay writes no files)", file)
+	}
+}
+
+// TestDeployCloudFormation checks the template: the variables it sets exist,
+// the task role grants exactly the sinks' actions (elasticache:Connect only
+// with IAM auth) on named resources, the secret is the only one readable, a
+// single task that is never doubled during deployments, the health check,
+// the stop timeout, the cache ingress and the optional parameter group.
+func TestDeployCloudFormation(t *testing.T) {
+	file := "deploy/cloudformation/keyrelay.yaml"
+	tpl := loadYAML(t, filepath.Join(repoRoot, file))
+	res := func(name string) any {
+		r := get(tpl, "Resources", name)
+		if r == nil {
+			t.Fatalf("%s has no resource %s", file, name)
+		}
+		return r
+	}
+	ident := func(s string) string { return s }
+
+	// Task role: exactly what the sinks call.
+	taskPolicies := asList(get(res("TaskRole"), "Properties", "Policies"))
+	if len(taskPolicies) != 1 || get(res("TaskRole"), "Properties", "ManagedPolicyArns") != nil {
+		t.Fatalf("task role: want one inline policy and no managed policies")
+	}
+	byCond := iamActions(t, get(taskPolicies[0], "PolicyDocument"))
+	var sinkActions []string
+	for cond, acts := range byCond {
+		for _, a := range acts {
+			if a == iamAuthAction {
+				if cond != "UseIAM" {
+					t.Errorf("task role grants %s under condition %q, want only under UseIAM", a, cond)
+				}
+				continue
+			}
+			sinkActions = append(sinkActions, a)
+		}
+	}
+	if !sameSet(sinkActions, requiredIAMActions) {
+		t.Errorf("task role grants %v, want exactly the sinks' %v", sinkActions, requiredIAMActions)
+	}
+	if !slices.Contains(byCond["UseIAM"], iamAuthAction) {
+		t.Errorf("task role never grants %s for IAM authentication", iamAuthAction)
+	}
+
+	// Execution role: pull, logs, the one secret.
+	execActions := iamActions(t, get(asList(get(res("ExecutionRole"), "Properties", "Policies"))[0], "PolicyDocument"))
+	if !slices.Contains(execActions["UseSecret"], "secretsmanager:GetSecretValue") {
+		t.Error("execution role cannot read the AUTH token secret")
+	}
+	for _, st := range asList(get(asList(get(res("ExecutionRole"), "Properties", "Policies"))[0], "PolicyDocument", "Statement")) {
+		_, sts := branches(st)
+		for _, s := range sts {
+			if slices.Contains(asList(get(s, "Action")), any("secretsmanager:GetSecretValue")) &&
+				!reflect.DeepEqual(get(s, "Resource"), map[string]any{"Ref": "AuthTokenSecretArn"}) {
+				t.Errorf("GetSecretValue granted on %v, want only the AuthTokenSecretArn secret", get(s, "Resource"))
+			}
+		}
+	}
+
+	// Task definition.
+	td := get(res("TaskDefinition"), "Properties")
+	containers := asList(get(td, "ContainerDefinitions"))
+	if len(containers) != 1 {
+		t.Fatalf("want one container, have %d", len(containers))
+	}
+	checkContainer(t, file, containers[0], ident)
+	env := containerEnv(containers[0])
+	if !reflect.DeepEqual(env["KEYRELAY_REDIS_PASSWORD"], map[string]any{"Fn::If": []any{"SecretIsJson",
+		map[string]any{"Fn::Sub": "${AuthTokenSecretArn}:${AuthTokenSecretJsonKey}::"}, map[string]any{"Ref": "AuthTokenSecretArn"}}}) {
+		t.Errorf("KEYRELAY_REDIS_PASSWORD should come from the AuthTokenSecretArn secret, is %v", env["KEYRELAY_REDIS_PASSWORD"])
+	}
+	if env["KEYRELAY_REDIS_IAM_AUTH"] != "true" || env["KEYRELAY_REDIS_IAM_CACHE_ID"] == nil {
+		t.Error("IAM mode should set KEYRELAY_REDIS_IAM_AUTH=true and KEYRELAY_REDIS_IAM_CACHE_ID")
+	}
+	if get(td, "NetworkMode") != "awsvpc" || !slices.Contains(asList(get(td, "RequiresCompatibilities")), any("FARGATE")) {
+		t.Error("task definition should be Fargate with awsvpc networking")
+	}
+
+	// Service: one task, never two at once.
+	svc := get(res("Service"), "Properties")
+	if get(svc, "DesiredCount") != 1 {
+		t.Errorf("DesiredCount %v, want 1", get(svc, "DesiredCount"))
+	}
+	if get(svc, "DeploymentConfiguration", "MaximumPercent") != 100 || get(svc, "DeploymentConfiguration", "MinimumHealthyPercent") != 0 {
+		t.Errorf("deployments must stop the old task first (MaximumPercent 100, MinimumHealthyPercent 0): %v", get(svc, "DeploymentConfiguration"))
+	}
+
+	// Network: the cache's security group admits the task's on the cache port.
+	in := get(res("CacheIngressFromTask"), "Properties")
+	if !reflect.DeepEqual(get(in, "GroupId"), map[string]any{"Ref": "CacheSecurityGroupId"}) ||
+		!reflect.DeepEqual(get(in, "SourceSecurityGroupId"), map[string]any{"Ref": "TaskSecurityGroup"}) ||
+		!reflect.DeepEqual(get(in, "FromPort"), map[string]any{"Ref": "CachePort"}) {
+		t.Errorf("cache ingress rule: %v", in)
+	}
+
+	// Optional parameter group with notify-keyspace-events.
+	pg := res("CacheParameterGroup")
+	if get(pg, "Type") != "AWS::ElastiCache::ParameterGroup" || get(pg, "Condition") != "CreateParamGroup" ||
+		get(pg, "Properties", "Properties", "notify-keyspace-events") == nil {
+		t.Errorf("parameter group: %v", pg)
+	}
+
+	// The conditions the resources use exist.
+	conds := get(tpl, "Conditions").(map[string]any)
+	for _, c := range []string{"CreateQueue", "CreateTopic", "UseSecret", "UseIAM", "UseTLS", "CreateParamGroup"} {
+		if conds[c] == nil {
+			t.Errorf("condition %s is missing", c)
+		}
+	}
+}
+
+// TestDeployECSTaskDefinition checks the plain task definition.
+func TestDeployECSTaskDefinition(t *testing.T) {
+	file := "deploy/ecs/task-definition.json"
+	td := loadJSON(t, filepath.Join(repoRoot, file))
+	containers := asList(td["containerDefinitions"])
+	if len(containers) != 1 {
+		t.Fatalf("want one container, have %d", len(containers))
+	}
+	lower := func(s string) string { return strings.ToLower(s[:1]) + s[1:] }
+	checkContainer(t, file, containers[0], lower)
+	if _, ok := containerEnv(containers[0])["KEYRELAY_REDIS_PASSWORD"]; !ok {
+		t.Error("the AUTH token should come from Secrets Manager as KEYRELAY_REDIS_PASSWORD")
+	}
+	for _, s := range asList(get(containers[0], "secrets")) {
+		if !strings.HasPrefix(get(s, "valueFrom").(string), "arn:aws:secretsmanager:") {
+			t.Errorf("secret %v is not a Secrets Manager ARN", s)
+		}
+	}
+}
+
+// TestDeployIAMPolicies: the EC2 policy grants exactly the sinks' actions;
+// the IAM-auth policy only elasticache:Connect on a replication group and a
+// user.
+func TestDeployIAMPolicies(t *testing.T) {
+	var got []string
+	for _, acts := range iamActions(t, loadJSON(t, filepath.Join(repoRoot, "deploy/iam/ec2-policy.json"))) {
+		got = append(got, acts...)
+	}
+	if !sameSet(got, requiredIAMActions) {
+		t.Errorf("ec2-policy.json grants %v, want exactly %v", got, requiredIAMActions)
+	}
+	doc := loadJSON(t, filepath.Join(repoRoot, "deploy/iam/elasticache-iam-auth-policy.json"))
+	if acts := iamActions(t, doc)[""]; !slices.Equal(acts, []string{iamAuthAction}) {
+		t.Errorf("elasticache-iam-auth-policy.json grants %v, want only %s", acts, iamAuthAction)
+	}
+	res := fmt.Sprint(get(asList(doc["Statement"])[0], "Resource"))
+	if !strings.Contains(res, ":replicationgroup:") || !strings.Contains(res, ":user:") {
+		t.Errorf("elasticache:Connect needs the replication group and the user ARN, has %s", res)
+	}
+}
+
+// systemdTime parses a systemd time span such as 35s, 1min 30s or 90.
+func systemdTime(t *testing.T, s string) time.Duration {
+	t.Helper()
+	if n, err := strconv.Atoi(s); err == nil {
+		return time.Duration(n) * time.Second
+	}
+	s = strings.NewReplacer("min", "m", " ", "").Replace(s)
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		t.Fatalf("time span %q: %v", s, err)
+	}
+	return d
+}
+
+// readEnvFile returns the variables an environment file sets; commented
+// assignments (#NAME=value) are returned separately.
+func readEnvFile(t *testing.T, path string) (set, commented map[string]string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, commented = map[string]string{}, map[string]string{}
+	assign := regexp.MustCompile(`^(#)?([A-Z][A-Z0-9_]*)=(.*)$`)
+	for _, line := range strings.Split(string(b), "\n") {
+		if m := assign.FindStringSubmatch(strings.TrimSpace(line)); m != nil {
+			if m[1] == "#" {
+				commented[m[2]] = m[3]
+			} else {
+				set[m[2]] = m[3]
+			}
+		}
+	}
+	return set, commented
+}
+
+// TestDeploySystemd: restart on failure, the environment file, an
+// unprivileged user, a stop timeout above the shutdown timeout; the example
+// environment file names only known variables and is a valid configuration.
+func TestDeploySystemd(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot, "deploy/systemd/keyrelay.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := map[string][]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			unit[k] = append(unit[k], v)
+		}
+	}
+	one := func(k string) string {
+		if len(unit[k]) != 1 {
+			t.Errorf("keyrelay.service: want one %s=, have %v", k, unit[k])
+			return ""
+		}
+		return unit[k][0]
+	}
+	if one("Restart") != "on-failure" {
+		t.Errorf("Restart=%s, want on-failure", one("Restart"))
+	}
+	if one("EnvironmentFile") != "/etc/keyrelay/keyrelay.env" {
+		t.Errorf("EnvironmentFile=%s", one("EnvironmentFile"))
+	}
+	if user := unit["User"]; one("DynamicUser") != "yes" && (len(user) == 0 || user[0] == "root" || user[0] == "0") {
+		t.Error("the unit should run as an unprivileged user (DynamicUser=yes or User=)")
+	}
+	if !strings.HasSuffix(one("ExecStart"), "/keyrelay run") {
+		t.Errorf("ExecStart=%s", one("ExecStart"))
+	}
+	set, commented := readEnvFile(t, filepath.Join(repoRoot, "deploy/systemd/keyrelay.env.example"))
+	env := map[string]any{}
+	for k, v := range set {
+		env[k] = v
+	}
+	if stop, sd := systemdTime(t, one("TimeoutStopSec")), shutdownTimeout(t, env); stop <= sd {
+		t.Errorf("TimeoutStopSec=%s is not above KEYRELAY_SHUTDOWN_TIMEOUT %s", stop, sd)
+	}
+	for _, m := range []map[string]string{set, commented} {
+		for k := range m {
+			if strings.HasPrefix(k, "KEYRELAY_") && !slices.Contains(configVariables(), k) {
+				t.Errorf("keyrelay.env.example names %s, which keyrelay does not know", k)
+			}
+		}
+	}
+	// The example, as shipped, is a configuration keyrelay accepts.
+	clearKeyrelayEnv(t)
+	for k, v := range set {
+		t.Setenv(k, v)
+	}
+	if _, err := loadConfig(); err != nil {
+		t.Errorf("keyrelay.env.example is rejected: %v", err)
+	}
+	if path, err := exec.LookPath("systemd-analyze"); err == nil {
+		// Checks the syntax without the binary installed.
+		unitCopy := filepath.Join(t.TempDir(), "keyrelay.service")
+		_ = os.WriteFile(unitCopy, []byte(strings.ReplaceAll(string(b), "/usr/local/bin/keyrelay", "/bin/true")), 0o644)
+		if out, err := exec.Command(path, "verify", unitCopy).CombinedOutput(); err != nil || len(out) > 0 {
+			t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+		}
+	}
+}
+
+// TestDeployFilesKnown: every file in deploy/ is covered by a test above, and
+// every KEYRELAY_ name any of them mentions (in values, descriptions or
+// comments) is a variable keyrelay reads.
+func TestDeployFilesKnown(t *testing.T) {
+	covered := []string{
+		"cloudformation/keyrelay.yaml", "ecs/task-definition.json",
+		"iam/ec2-policy.json", "iam/elasticache-iam-auth-policy.json",
+		"systemd/keyrelay.service", "systemd/keyrelay.env.example",
+	}
+	root := filepath.Join(repoRoot, "deploy")
+	name := regexp.MustCompile(`KEYRELAY_[A-Z0-9_]*[A-Z0-9]`)
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if !slices.Contains(covered, filepath.ToSlash(rel)) {
+			t.Errorf("deploy/%s is not checked by deploy_test.go", rel)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for _, v := range name.FindAllString(string(b), -1) {
+			if !slices.Contains(configVariables(), v) {
+				t.Errorf("deploy/%s mentions %s, which keyrelay does not know", rel, v)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestShellcheck runs shellcheck on every shell script under .ci/ and
+// deploy/ (make deps installs it).
+func TestShellcheck(t *testing.T) {
+	bin, err := exec.LookPath("shellcheck")
+	if err != nil {
+		t.Fatalf("shellcheck is not installed (make deps installs it): %v", err)
+	}
+	var scripts []string
+	for _, dir := range []string{".ci", "deploy"} {
+		_ = filepath.WalkDir(filepath.Join(repoRoot, dir), func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return nil
+			}
+			if d.IsDir() {
+				if d.Name() == "node_modules" {
+					return fs.SkipDir
+				}
+				return nil
+			}
+			b, err := os.ReadFile(p)
+			if err == nil && (strings.HasSuffix(p, ".sh") || strings.HasPrefix(string(b), "#!/usr/bin/env bash") || strings.HasPrefix(string(b), "#!/bin/sh") || strings.HasPrefix(string(b), "#!/bin/bash")) {
+				scripts = append(scripts, p)
+			}
+			return nil
+		})
+	}
+	if len(scripts) == 0 {
+		t.Fatal("found no shell scripts")
+	}
+	if out, err := exec.Command(bin, scripts...).CombinedOutput(); err != nil {
+		t.Errorf("shellcheck %s: %v\n%s", strings.Join(scripts, " "), err, out)
+	}
+}
