@@ -20,7 +20,7 @@ pids+=($!)
 for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 echo "# keyrelay subscribed to redis://127.0.0.1:$port (records on stdout, logs in $dir/keyrelay.log)" >&2
-KEYRELAY_REDIS_URL="redis://127.0.0.1:$port" KEYRELAY_HTTP_ADDR= KEYRELAY_LOG_FORMAT=text \
+KEYRELAY_REDIS_URL="redis://127.0.0.1:$port" KEYRELAY_HTTP_ADDR="" KEYRELAY_LOG_FORMAT=text \
   "$bin" run 2>"$dir/keyrelay.log" &
 pids+=($!)
 krpid=$!

@@ -135,6 +135,21 @@ func (q *Queue) EndOverflow() *OverflowEpisode {
 	return &ep
 }
 
+// EndOverflowIfRoom closes an open overflow episode once the queue has room
+// again (a worker just took a batch), so that the gap record is not held
+// back until the next record arrives. It returns nil if there is no episode
+// or still no room.
+func (q *Queue) EndOverflowIfRoom() *OverflowEpisode {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.episode.Dropped == 0 || q.full(0) {
+		return nil
+	}
+	ep := q.episode
+	q.episode = OverflowEpisode{}
+	return &ep
+}
+
 func (q *Queue) full(size int64) bool {
 	return q.n >= q.maxRecords || (q.maxBytes > 0 && q.bytes+size > q.maxBytes)
 }

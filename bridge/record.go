@@ -93,8 +93,8 @@ const hexDigits = "0123456789abcdef"
 
 // appendString appends s as a JSON string. s must be valid UTF-8 (callers
 // check keys; every other field is produced by keyrelay or is a Redis event
-// name). Control characters are escaped; so are U+2028 and U+2029, which
-// some JavaScript consumers treat as line ends, and <, >, & are left alone.
+// name). Control characters are escaped, and so are U+2028, U+2029, U+FFFE and
+// U+FFFF (see below); <, >, & are left alone.
 func appendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
@@ -123,9 +123,11 @@ func appendString(dst []byte, s string) []byte {
 			continue
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == '\u2028' || r == '\u2029' {
+		if r == '\u2028' || r == '\u2029' || r == '\ufffe' || r == '\uffff' {
+			// U+2028/9: line ends to some JavaScript consumers; U+FFFE/F:
+			// valid UTF-8 that SQS refuses raw. Escaped, the key stays exact.
 			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+			dst = append(dst, '\\', 'u', hexDigits[r>>12], hexDigits[r>>8&0xf], hexDigits[r>>4&0xf], hexDigits[r&0xf])
 			i += size
 			start = i
 			continue

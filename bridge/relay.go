@@ -48,6 +48,8 @@ type sinkRunner struct {
 	up      bool
 	seen    bool  // at least one attempt made
 	dropped int64 // abandoned at shutdown
+	// receive times of the first and last abandoned record
+	droppedSince, droppedUntil time.Time
 }
 
 // NewRelay builds a relay for sinks. Start it before the first Emit.
@@ -72,7 +74,17 @@ func (r *Relay) IDs() *IDGenerator { return r.ids }
 func (r *Relay) Start() {
 	r.workCtx, r.stopWork = context.WithCancel(context.Background())
 	for _, s := range r.sinks {
+		// Export every series from the start, so that the first increase
+		// is visible to rate() and increase() alerts.
 		r.metrics.SinkUp.WithLabelValues(s.name).Set(1)
+		r.metrics.Delivered.WithLabelValues(s.name)
+		r.metrics.Retried.WithLabelValues(s.name)
+		for _, reason := range []string{"too_large", "refused"} {
+			r.metrics.Rejected.WithLabelValues(s.name, reason)
+		}
+		for _, reason := range []string{GapOverflow, GapShutdown} {
+			r.metrics.Dropped.WithLabelValues(s.name, reason)
+		}
 		for range s.lim.MaxInFlight {
 			r.wg.Add(1)
 			go func() {
@@ -176,6 +188,7 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 		}
 		if n := s.abandoned(); n > 0 {
 			errs = append(errs, fmt.Errorf("sink %s: %d records not delivered by the shutdown deadline", s.name, n))
+			s.lastGap()
 		}
 		closeCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		if err := s.sink.Close(closeCtx); err != nil {
@@ -185,6 +198,25 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 	}
 	r.UpdateGauges()
 	return errors.Join(errs...)
+}
+
+// lastGap makes one short attempt to tell the sink's consumers that records
+// were abandoned at the shutdown deadline. If the sink is still down it is
+// lost, but the abandoned records are logged and counted either way.
+func (s *sinkRunner) lastGap() {
+	s.mu.Lock()
+	since, until, n := s.droppedSince, s.droppedUntil, s.dropped
+	s.mu.Unlock()
+	r := s.relay
+	now := time.Now()
+	rec := Record{Type: TypeGap, ID: r.ids.New(now), Time: now, Source: r.cfg.Source,
+		Since: since, Until: until, Reason: GapShutdown, Dropped: n}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	r.metrics.Gaps.WithLabelValues(GapShutdown).Inc()
+	err := s.sink.Publish(ctx, []*Entry{{Record: rec, Body: rec.AppendJSON(nil)}})
+	r.log.Warn("gap: records abandoned at shutdown", "sink", s.name, "dropped", n,
+		"since", since, "until", until, "gap_id", rec.ID, "gap_delivered", err == nil)
 }
 
 func (s *sinkRunner) abandoned() int64 {
@@ -200,6 +232,9 @@ func (s *sinkRunner) work(ctx context.Context) {
 		batch := s.queue.Take(ctx, s.lim, s.sink.EntrySize, s.relay.cfg.Linger)
 		if batch == nil {
 			return
+		}
+		if ep := s.queue.EndOverflowIfRoom(); ep != nil {
+			s.relay.overflowGap(s, ep)
 		}
 		s.deliver(ctx, batch)
 	}
@@ -241,6 +276,8 @@ func (s *sinkRunner) deliver(ctx context.Context, batch []*Entry) {
 			failed := make(map[int]bool, len(pe.Failed))
 			for _, f := range pe.Failed {
 				if f.Index < 0 || f.Index >= len(pending) || failed[f.Index] {
+					r.log.Error("sink reported a failure for no entry of the batch (sink bug)",
+						"sink", s.name, "index", f.Index, "batch", len(pending), "err", f.Err)
 					continue
 				}
 				failed[f.Index] = true
@@ -252,7 +289,9 @@ func (s *sinkRunner) deliver(ctx context.Context, batch []*Entry) {
 			}
 			r.metrics.Delivered.WithLabelValues(s.name).Add(float64(len(pending) - len(failed)))
 			if len(retry) > 0 {
-				s.setUp(false, pe.Failed[0].Err)
+				s.setUp(false, pe)
+			} else {
+				s.setUp(true, nil) // the target answered; the refusals are about entries
 			}
 		case IsPermanent(err):
 			for _, e := range pending {
@@ -305,7 +344,16 @@ func (s *sinkRunner) abandon(entries []*Entry, why string) {
 	r := s.relay
 	r.metrics.Dropped.WithLabelValues(s.name, GapShutdown).Add(float64(len(entries)))
 	s.mu.Lock()
-	s.dropped += int64(len(entries))
+	for _, e := range entries {
+		t := e.Record.Time
+		if s.dropped == 0 || t.Before(s.droppedSince) {
+			s.droppedSince = t
+		}
+		if t.After(s.droppedUntil) {
+			s.droppedUntil = t
+		}
+		s.dropped++
+	}
 	s.mu.Unlock()
 	r.log.Error("records not delivered", "sink", s.name, "count", len(entries), "why", why,
 		"first_id", entries[0].Record.ID, "last_id", entries[len(entries)-1].Record.ID)

@@ -66,6 +66,12 @@ func NewSubscriber(cfg SubscriberConfig, relay *Relay, log *slog.Logger, m *Metr
 	}
 	s := &Subscriber{cfg: cfg, relay: relay, log: log.With("node", cfg.Source), metrics: m}
 	s.beat.Store(time.Now().UnixNano())
+	// Export every series from the start, so that the first reconnection
+	// is an increase a rate() or increase() alert can see.
+	m.Connected.WithLabelValues(cfg.Source).Set(0)
+	for _, reason := range []string{GapReconnect, GapFailover, GapPlanned} {
+		m.Reconnects.WithLabelValues(cfg.Source, reason)
+	}
 	return s
 }
 
@@ -87,8 +93,9 @@ func (s *Subscriber) setConnected(c bool) {
 	s.metrics.Connected.WithLabelValues(s.cfg.Source).Set(v)
 }
 
-// errFailover ends a session whose node is no longer the one the endpoint names.
-var errFailover = errors.New("bridge: the endpoint now names another node")
+// errFailover ends a session whose node is no longer the primary the
+// endpoint names: the endpoint moved, or the node was demoted.
+var errFailover = errors.New("bridge: the subscribed node is no longer the endpoint's primary")
 
 // errPlanned ends a session that reached MaxConnectionAge.
 var errPlanned = errors.New("bridge: connection reached its maximum age")
@@ -99,6 +106,7 @@ var errPlanned = errors.New("bridge: connection reached its maximum age")
 func (s *Subscriber) Run(ctx context.Context) error {
 	var lastAlive time.Time // the last moment events were surely received
 	reason := GapReconnect
+	lastErr := "" // of the previous failed attempt: log a state change once
 	for attempt := 0; ; attempt++ {
 		s.beat.Store(time.Now().UnixNano())
 		if ctx.Err() != nil {
@@ -113,11 +121,17 @@ func (s *Subscriber) Run(ctx context.Context) error {
 				return err
 			}
 			d := backoff(100*time.Millisecond, s.cfg.ReconnectMax, attempt+1)
-			s.log.Warn("subscription: connect failed, retrying", "err", err, "retry_in", d)
+			level := slog.LevelWarn
+			if err.Error() == lastErr {
+				level = slog.LevelDebug // the same failure again: not a new state
+			}
+			lastErr = err.Error()
+			s.log.Log(ctx, level, "subscription: connect failed, retrying", "err", err,
+				"attempt", attempt+1, "retry_in", d.Round(time.Millisecond).String())
 			sleepCtx(ctx, d)
 			continue
 		}
-		attempt = -1
+		attempt, lastErr = -1, ""
 		now := time.Now()
 		if !lastAlive.IsZero() {
 			s.metrics.Reconnects.WithLabelValues(s.cfg.Source, reason).Inc()
@@ -148,7 +162,16 @@ type session struct {
 	pubsub *redis.PubSub
 	nodeID string // run_id of the node the subscription is on
 	cancel context.CancelFunc
-	moved  chan struct{} // closed by the failover watcher
+	moved  chan struct{} // closed by the failover watcher, after setting why
+	why    error         // wraps errFailover; read only after moved is closed
+	// early holds messages that arrived before every pattern was
+	// confirmed; read handles them first.
+	early []earlyMessage
+}
+
+type earlyMessage struct {
+	msg *redis.Message
+	at  time.Time
 }
 
 func (ss *session) close() {
@@ -186,24 +209,44 @@ func (s *Subscriber) connect(ctx context.Context) (*session, error) {
 	if err := ps.PSubscribe(ctx, s.cfg.Patterns...); err != nil {
 		return fail(err)
 	}
+	var early []earlyMessage
 	for confirmed := 0; confirmed < len(s.cfg.Patterns); {
 		msg, err := ps.ReceiveTimeout(ctx, 5*time.Second)
 		if err != nil {
 			return fail(fmt.Errorf("bridge: psubscribe %s: %w", s.cfg.Source, err))
 		}
-		switch msg.(type) {
+		switch m := msg.(type) {
 		case *redis.Subscription:
 			confirmed++
 		case *redis.Message:
-			// Cannot happen before the first confirmation; handled by read.
+			// Redis confirms all patterns of one PSUBSCRIBE before it
+			// publishes to them, but a message here must not be lost.
+			early = append(early, earlyMessage{m, time.Now()})
 		}
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	sess := &session{client: client, pubsub: ps, nodeID: nodeID, cancel: cancel, moved: make(chan struct{})}
-	// Closing the PubSub unblocks a read in progress on cancellation.
-	context.AfterFunc(wctx, func() { _ = ps.Close() })
-	if s.cfg.FailoverInterval > 0 && nodeID != "" {
-		go s.watchFailover(wctx, sess)
+	sess := &session{client: client, pubsub: ps, nodeID: nodeID, cancel: cancel,
+		moved: make(chan struct{}), early: early}
+	// On shutdown, drain instead of dropping the connection: PUNSUBSCRIBE is
+	// answered after every message Redis already queued for us, so reading
+	// up to its confirmation receives everything published before the
+	// stop. A drain that does not finish in time is cut by closing.
+	context.AfterFunc(wctx, func() {
+		if ctx.Err() == nil {
+			_ = ps.Close() // the session ended for another reason
+			return
+		}
+		dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		defer cancel()
+		_ = ps.PUnsubscribe(dctx)
+		time.AfterFunc(drainTimeout, func() { _ = ps.Close() })
+	})
+	if s.cfg.FailoverInterval > 0 {
+		if nodeID == "" {
+			s.log.Warn("failover detection is off: the Redis user may not run INFO (grant +info +role)")
+		} else {
+			go s.watchFailover(wctx, sess)
+		}
 	}
 	return sess, nil
 }
@@ -218,17 +261,22 @@ func (s *Subscriber) read(ctx context.Context, sess *session) (time.Time, error)
 		expires = lastAlive.Add(s.cfg.MaxConnectionAge)
 	}
 	events := make(map[string]eventCounter) // the reader is one goroutine: no lock
+	for _, e := range sess.early {
+		s.handle(e.msg, e.at, events)
+	}
+	sess.early = nil
+	rctx := context.WithoutCancel(ctx) // reads continue past ctx's end until the drain completes
 	for {
 		if !expires.IsZero() && time.Now().After(expires) {
 			return lastAlive, errPlanned
 		}
-		msg, err := sess.pubsub.ReceiveTimeout(ctx, s.cfg.HealthInterval)
+		msg, err := sess.pubsub.ReceiveTimeout(rctx, s.cfg.HealthInterval)
 		now := time.Now()
 		s.beat.Store(now.UnixNano())
 		if err != nil {
 			select {
 			case <-sess.moved:
-				return lastAlive, errFailover
+				return lastAlive, sess.why
 			default:
 			}
 			if ctx.Err() != nil {
@@ -251,10 +299,18 @@ func (s *Subscriber) read(ctx context.Context, sess *session) (time.Time, error)
 		switch m := msg.(type) {
 		case *redis.Message:
 			s.handle(m, now, events)
-		case *redis.Pong, *redis.Subscription:
+		case *redis.Subscription:
+			if m.Kind == "punsubscribe" && m.Count == 0 && ctx.Err() != nil {
+				return now, ctx.Err() // drained: everything published before the stop is in
+			}
+		case *redis.Pong:
 		}
 	}
 }
+
+// drainTimeout bounds the read of what Redis had already published when a
+// stop began.
+const drainTimeout = 3 * time.Second
 
 type eventCounter struct{ c interface{ Inc() } }
 
@@ -301,13 +357,25 @@ func (s *Subscriber) watchFailover(ctx context.Context, sess *session) {
 			}
 			continue
 		}
-		if id != sess.nodeID && role == "master" {
+		switch {
+		case id != sess.nodeID && role == "master":
+			sess.why = fmt.Errorf("%w: the endpoint names primary %s", errFailover, id)
 			s.log.Warn("failover: the endpoint names another primary, moving the subscription",
 				"old_node_id", sess.nodeID, "new_node_id", id)
-			close(sess.moved)
-			_ = sess.pubsub.Close()
-			return
+		case id == sess.nodeID && role != "" && role != "master":
+			// The node was demoted but the endpoint still names it (its DNS
+			// name has not moved yet). A replica publishes del instead of
+			// expired: leave it now, report the gap, and subscribe again
+			// once the endpoint names a primary.
+			sess.why = fmt.Errorf("%w: it is now a %s", errFailover, role)
+			s.log.Warn("failover: the subscribed node is no longer a primary, leaving it",
+				"node_id", sess.nodeID, "role", role)
+		default:
+			continue
 		}
+		close(sess.moved)
+		_ = sess.pubsub.Close()
+		return
 	}
 }
 
@@ -334,6 +402,11 @@ func (s *Subscriber) probe(ctx context.Context) (id, role string, err error) {
 func nodeIdentity(ctx context.Context, cn *redis.Conn) (id, role string, err error) {
 	info, err := cn.Info(ctx, "server").Result()
 	if err != nil {
+		if strings.Contains(err.Error(), "NOPERM") {
+			// An ACL user without +info: subscribe anyway; failover
+			// detection is off (logged by connect).
+			return "", "", nil
+		}
 		return "", "", fmt.Errorf("bridge: info server: %w", err)
 	}
 	for _, line := range strings.Split(info, "\n") {

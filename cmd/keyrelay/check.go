@@ -44,7 +44,10 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer) error {
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 
-	if err := rdb.Ping(ctx).Err(); err != nil {
+	pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+	err := rdb.Ping(pctx).Err()
+	pcancel()
+	if err != nil {
 		report(false, "redis "+opt.Addr+" reachable and authenticated", explainRedisError(err))
 	} else {
 		report(true, "redis "+opt.Addr+" reachable and authenticated", "")
@@ -100,96 +103,37 @@ var eventClass = map[string]byte{
 }
 
 // checkNotifications proves end to end that notifications flow: ElastiCache
-// forbids CONFIG, so it subscribes, writes short-lived probe keys that fire
-// one event of each class, and reports which flags of notify-keyspace-events
-// are missing for the configured channels and events.
+// forbids CONFIG, so it subscribes with the daemon's own patterns, writes
+// short-lived probe keys that fire one event of each class the
+// configuration needs, and reports which flags of notify-keyspace-events are
+// missing. A second, best-effort subscription to the other channel kind
+// tells "only K/E is on" apart from "nothing is on".
 func checkNotifications(ctx context.Context, cfg *Config, rdb *redis.Client, report func(bool, string, string)) {
 	db := 0
 	if len(cfg.DBs) > 0 {
 		db = cfg.DBs[0]
 	}
 	probe := fmt.Sprintf("keyrelay:check:%d", time.Now().UnixNano())
-	kind := string(cfg.Channels)
-	patterns := []string{fmt.Sprintf("__keyevent@%d__:*", db), fmt.Sprintf("__keyspace@%d__:%s*", db, probe)}
-	ps := rdb.PSubscribe(ctx)
+	kind := cfg.Channels
+	other := bridge.KeySpace
+	if kind == bridge.KeySpace {
+		other = bridge.KeyEvent
+	}
+	patterns := bridge.Patterns(kind, cfg.DBs, cfg.Events)
+	ps, err := subscribeConfirmed(ctx, rdb, patterns)
+	if err != nil {
+		report(false, "subscribe to notification channels", explainRedisError(err)+redisErrorHint(err, patterns))
+		return
+	}
 	defer ps.Close()
-	if err := ps.PSubscribe(ctx, patterns...); err != nil {
-		report(false, "subscribe to notification channels", explainRedisError(err))
-		return
-	}
-	for range patterns {
-		if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil {
-			report(false, "subscribe to notification channels", explainRedisError(err))
-			return
-		}
-	}
 	report(true, "subscribe to notification channels", "")
+	// The other kind only helps the diagnosis; a user may lack access to it.
+	otherPS, err := subscribeConfirmed(ctx, rdb, bridge.Patterns(other, []int{db}, nil))
+	if err == nil {
+		defer otherPS.Close()
+	}
 
-	pc := redis.NewClient(withDB(rdb.Options(), db))
-	defer pc.Close()
-	k := func(s string) string { return probe + ":" + s }
-	writes := []struct {
-		class byte
-		fn    func() error
-	}{
-		{'$', func() error { return pc.Set(ctx, k("str"), "1", 0).Err() }},
-		{'g', func() error { return pc.Expire(ctx, k("str"), time.Hour).Err() }},
-		{'l', func() error { return pc.LPush(ctx, k("list"), "1").Err() }},
-		{'s', func() error { return pc.SAdd(ctx, k("set"), "1").Err() }},
-		{'h', func() error { return pc.HSet(ctx, k("hash"), "f", "1").Err() }},
-		{'z', func() error { return pc.ZAdd(ctx, k("zset"), redis.Z{Score: 1, Member: "1"}).Err() }},
-		{'t', func() error { return pc.XAdd(ctx, &redis.XAddArgs{Stream: k("stream"), Values: []any{"f", "1"}}).Err() }},
-		{'x', func() error {
-			if err := pc.Set(ctx, k("ttl"), "1", 50*time.Millisecond).Err(); err != nil {
-				return err
-			}
-			time.Sleep(120 * time.Millisecond)
-			return pc.Get(ctx, k("ttl")).Err() // touching it expires it now
-		}},
-	}
-	defer pc.Del(context.WithoutCancel(ctx), k("str"), k("list"), k("set"), k("hash"), k("zset"), k("stream"), k("ttl"))
-	for _, w := range writes {
-		if err := w.fn(); err != nil && !errors.Is(err, redis.Nil) {
-			report(false, "write probe keys "+probe+":*", explainRedisError(err)+
-				" (the check writes short-lived probe keys; grant the user write access to keyrelay:check:* or verify notifications by hand)")
-			return
-		}
-	}
-	seen := map[string]map[byte]bool{"keyevent": {}, "keyspace": {}}
-	deadline := time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) {
-		msg, err := ps.ReceiveTimeout(ctx, time.Until(deadline))
-		if err != nil {
-			break
-		}
-		m, ok := msg.(*redis.Message)
-		if !ok {
-			continue
-		}
-		n, err := bridge.Decode(m.Channel, m.Payload)
-		if err != nil || !strings.HasPrefix(n.Key, probe) {
-			continue
-		}
-		c := "keyevent"
-		if strings.HasPrefix(m.Channel, "__keyspace@") {
-			c = "keyspace"
-		}
-		if cl, ok := eventClass[n.Event]; ok {
-			seen[c][cl] = true
-		}
-	}
-	kindFlag := map[string]string{"keyevent": "E", "keyspace": "K"}[kind]
-	other := map[string]string{"keyevent": "keyspace", "keyspace": "keyevent"}[kind]
-	got := seen[kind]
-	if len(got) == 0 {
-		why := "no notification arrived: notify-keyspace-events is empty or lacks " + kindFlag
-		if len(seen[other]) > 0 {
-			why = fmt.Sprintf("only %s notifications arrive: add %s to notify-keyspace-events, or set KEYRELAY_CHANNELS=%s", other, kindFlag, other)
-		}
-		report(false, kind+" notifications flowing", why+"; on ElastiCache set it in a custom parameter group (e.g. "+kindFlag+"x for expirations, "+kindFlag+"A for everything)")
-		return
-	}
-	// Which classes does the configuration need?
+	// Which classes does the configuration need, and which can a probe prove?
 	needed := map[byte]bool{}
 	if len(cfg.Events) == 0 {
 		for _, c := range []byte("g$lshztx") {
@@ -207,6 +151,47 @@ func checkNotifications(ctx context.Context, cfg *Config, rdb *redis.Client, rep
 			needed[c] = true
 		}
 	}
+
+	pc := redis.NewClient(withDB(rdb.Options(), db))
+	defer pc.Close()
+	k := func(s string) string { return probe + ":" + s }
+	probes := map[byte]func() error{
+		'$': func() error { return pc.Set(ctx, k("str"), "1", time.Minute).Err() },
+		'g': func() error { return pc.Set(ctx, k("gen"), "1", time.Minute).Err() }, // SET with a TTL also fires expire
+		'l': func() error { return pc.LPush(ctx, k("list"), "1").Err() },
+		's': func() error { return pc.SAdd(ctx, k("set"), "1").Err() },
+		'h': func() error { return pc.HSet(ctx, k("hash"), "f", "1").Err() },
+		'z': func() error { return pc.ZAdd(ctx, k("zset"), redis.Z{Score: 1, Member: "1"}).Err() },
+		't': func() error { return pc.XAdd(ctx, &redis.XAddArgs{Stream: k("stream"), Values: []any{"f", "1"}}).Err() },
+		'x': func() error {
+			if err := pc.Set(ctx, k("ttl"), "1", 50*time.Millisecond).Err(); err != nil {
+				return err
+			}
+			time.Sleep(120 * time.Millisecond)
+			return pc.Get(ctx, k("ttl")).Err() // touching it expires it now
+		},
+	}
+	defer pc.Del(context.WithoutCancel(ctx), k("str"), k("gen"), k("list"), k("set"), k("hash"), k("zset"), k("stream"), k("ttl"))
+	for _, c := range []byte("$glshztx") {
+		if !needed[c] {
+			continue
+		}
+		if err := probes[c](); err != nil && !errors.Is(err, redis.Nil) {
+			report(false, "write probe keys "+probe+":*", explainRedisError(err)+
+				" (the check writes short-lived probe keys; grant the user write access to keyrelay:check:* or verify notifications by hand)")
+			return
+		}
+	}
+	got := probeClasses(ctx, ps, probe, 1500*time.Millisecond)
+	kindFlag := map[bridge.ChannelKind]string{bridge.KeyEvent: "E", bridge.KeySpace: "K"}[kind]
+	if len(got) == 0 && len(needed) > 0 {
+		why := "no notification arrived: notify-keyspace-events is empty or lacks " + kindFlag
+		if otherPS != nil && len(probeClasses(ctx, otherPS, probe, 300*time.Millisecond)) > 0 {
+			why = fmt.Sprintf("only %s notifications arrive: add %s to notify-keyspace-events, or set KEYRELAY_CHANNELS=%s", other, kindFlag, other)
+		}
+		report(false, string(kind)+" notifications flowing", why+"; on ElastiCache set it in a custom parameter group (e.g. "+kindFlag+"x for expirations, "+kindFlag+"A for everything)")
+		return
+	}
 	var missing []string
 	for c := range needed {
 		if !got[c] {
@@ -215,13 +200,55 @@ func checkNotifications(ctx context.Context, cfg *Config, rdb *redis.Client, rep
 	}
 	slices.Sort(missing)
 	if len(missing) > 0 {
-		report(false, kind+" notifications flowing", fmt.Sprintf("flags missing from notify-keyspace-events for the configured events: %s (add them in the ElastiCache parameter group; A enables g$lshztxe)", strings.Join(missing, "")))
+		report(false, string(kind)+" notifications flowing", fmt.Sprintf("flags missing from notify-keyspace-events for the configured events: %s (add them in the ElastiCache parameter group; A enables g$lshztxe)", strings.Join(missing, "")))
 	} else {
-		report(true, kind+" notifications flowing", "")
+		report(true, string(kind)+" notifications flowing", "")
 	}
 	if len(unprovable) > 0 {
 		report(true, "events not provable by a probe", strings.Join(unprovable, ", ")+": make sure the parameter group enables their flags")
 	}
+}
+
+// subscribeConfirmed subscribes to patterns and waits for every confirmation,
+// so that permission errors surface here.
+func subscribeConfirmed(ctx context.Context, rdb *redis.Client, patterns []string) (*redis.PubSub, error) {
+	ps := rdb.PSubscribe(ctx)
+	if err := ps.PSubscribe(ctx, patterns...); err != nil {
+		ps.Close()
+		return nil, err
+	}
+	for range patterns {
+		if _, err := ps.ReceiveTimeout(ctx, 5*time.Second); err != nil {
+			ps.Close()
+			return nil, err
+		}
+	}
+	return ps, nil
+}
+
+// probeClasses reads notifications about the probe keys for up to wait and
+// returns the event classes seen.
+func probeClasses(ctx context.Context, ps *redis.PubSub, probe string, wait time.Duration) map[byte]bool {
+	seen := map[byte]bool{}
+	deadline := time.Now().Add(wait)
+	for time.Now().Before(deadline) {
+		msg, err := ps.ReceiveTimeout(ctx, time.Until(deadline))
+		if err != nil {
+			break
+		}
+		m, ok := msg.(*redis.Message)
+		if !ok {
+			continue
+		}
+		n, err := bridge.Decode(m.Channel, m.Payload)
+		if err != nil || !strings.HasPrefix(n.Key, probe) {
+			continue
+		}
+		if c, ok := eventClass[n.Event]; ok {
+			seen[c] = true
+		}
+	}
+	return seen
 }
 
 func withDB(o *redis.Options, db int) *redis.Options {
@@ -244,6 +271,10 @@ func explainRedisError(err error) string {
 		return msg + ": the server requires a password: set KEYRELAY_REDIS_PASSWORD (the AUTH token)"
 	case strings.Contains(msg, "connection reset") || strings.Contains(msg, "EOF"):
 		return msg + ": if the cluster has in-transit encryption, use rediss:// in KEYRELAY_REDIS_URL"
+	case strings.Contains(msg, "deadline exceeded"):
+		return msg + ": no answer: check the endpoint and port; with rediss://, check that the cluster has in-transit encryption"
+	case strings.Contains(msg, "x509:") || strings.Contains(msg, "certificate"):
+		return msg + ": the server certificate is not trusted: for a private CA set KEYRELAY_REDIS_CA_FILE"
 	case strings.Contains(msg, "i/o timeout") || strings.Contains(msg, "connection refused"):
 		return msg + ": check the endpoint, the port and that the cache's security group allows keyrelay's"
 	}

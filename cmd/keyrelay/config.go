@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyrelay/keyrelay/bridge"
+	"github.com/keyrelay/keyrelay/bridge/iamauth"
 	"github.com/keyrelay/keyrelay/sinks/awsbatch"
 )
 
@@ -41,6 +42,11 @@ type RedisConfig struct {
 	RedisCAFile      string        `envconfig:"REDIS_CA_FILE" desc:"PEM file of CA certificates for rediss:// (default: the system roots)"`
 	HealthInterval   time.Duration `envconfig:"REDIS_HEALTH_INTERVAL" default:"1s" desc:"ping an idle subscription after this long; it is dead after twice this long without an answer"`
 	FailoverInterval time.Duration `envconfig:"REDIS_FAILOVER_CHECK_INTERVAL" default:"5s" desc:"how often a fresh connection checks that the endpoint still names the subscribed primary; 0 disables"`
+
+	// IAM authentication (ElastiCache Valkey 7.2+ / Redis OSS 7.0+).
+	RedisIAMAuth       bool   `envconfig:"REDIS_IAM_AUTH" default:"false" desc:"authenticate as an IAM-enabled ElastiCache user with a fresh SigV4 token per connection (needs rediss://, KEYRELAY_REDIS_USERNAME and KEYRELAY_REDIS_IAM_CACHE_ID); connections are renewed after 11 h"`
+	RedisIAMCacheID    string `envconfig:"REDIS_IAM_CACHE_ID" desc:"with IAM auth: the replication group id (or serverless cache name) the token is signed for"`
+	RedisIAMServerless bool   `envconfig:"REDIS_IAM_SERVERLESS" default:"false" desc:"with IAM auth: KEYRELAY_REDIS_IAM_CACHE_ID names a serverless cache"`
 }
 
 // FilterConfig selects what is forwarded.
@@ -56,7 +62,7 @@ type SinkConfig struct {
 	Sinks       []string `envconfig:"SINKS" default:"stdout" desc:"comma-separated sinks, each gets every record: stdout, sqs, sns"`
 	SQSQueueURL string   `envconfig:"SQS_QUEUE_URL" desc:"SQS queue URL; required when sqs is a sink; a name ending in .fifo is a FIFO queue"`
 	SNSTopicARN string   `envconfig:"SNS_TOPIC_ARN" desc:"SNS topic ARN; required when sns is a sink; a name ending in .fifo is a FIFO topic"`
-	FIFOGroup   string   `envconfig:"FIFO_GROUP" default:"key" desc:"FIFO message group id: key, event, db, or fixed:<value>"`
+	FIFOGroup   string   `envconfig:"FIFO_GROUP" default:"key" desc:"FIFO message group id: key, event, db, or fixed:NAME (a constant group)"`
 	MaxInFlight int      `envconfig:"SINK_MAX_IN_FLIGHT" default:"4" desc:"concurrent batches per SQS/SNS sink (FIFO targets always use 1, to keep order)"`
 }
 
@@ -202,12 +208,34 @@ func (c *Config) Validate() error {
 	bad := func(suffix, value, reason string) {
 		errs = append(errs, varError(envPrefix+"_"+suffix, value, reason))
 	}
-	if _, err := c.redisOptions(); err != nil {
+	if opt, err := c.redisOptions(); err != nil {
 		var ve *varErr
 		if errors.As(err, &ve) {
 			errs = append(errs, varError(ve.name, ve.value, ve.reason))
 		} else {
 			bad("REDIS_URL", "", err.Error())
+		}
+	} else if c.RedisIAMAuth {
+		if opt.TLSConfig == nil {
+			bad("REDIS_IAM_AUTH", "true", "needs a rediss:// KEYRELAY_REDIS_URL: ElastiCache accepts IAM authentication only with in-transit encryption")
+		}
+		if opt.Username == "" {
+			bad("REDIS_USERNAME", "", "required with KEYRELAY_REDIS_IAM_AUTH=true: the IAM-enabled ElastiCache user (its user name and user id are identical)")
+		}
+		if opt.Password != "" {
+			bad("REDIS_PASSWORD", "", "must be empty with KEYRELAY_REDIS_IAM_AUTH=true (also in the URL): the IAM token is the password")
+		}
+		if c.RedisIAMCacheID == "" {
+			bad("REDIS_IAM_CACHE_ID", "", "required with KEYRELAY_REDIS_IAM_AUTH=true: the replication group id (or serverless cache name)")
+		} else if err := iamauth.ValidateCacheID(c.RedisIAMCacheID); err != nil {
+			bad("REDIS_IAM_CACHE_ID", c.RedisIAMCacheID, err.Error())
+		}
+	} else {
+		if c.RedisIAMCacheID != "" {
+			bad("REDIS_IAM_CACHE_ID", c.RedisIAMCacheID, "only used with KEYRELAY_REDIS_IAM_AUTH=true")
+		}
+		if c.RedisIAMServerless {
+			bad("REDIS_IAM_SERVERLESS", "true", "only used with KEYRELAY_REDIS_IAM_AUTH=true")
 		}
 	}
 	if c.HealthInterval < 100*time.Millisecond {
@@ -320,6 +348,11 @@ func (c *Config) redisOptions() (*redis.Options, error) {
 	}
 	if opt.TLSConfig != nil {
 		opt.TLSConfig.MinVersion = tls.VersionTLS12
+	}
+	if c.RedisIAMAuth {
+		// A fresh token for every new connection; no I/O until the first.
+		opt.CredentialsProviderContext = iamauth.DefaultCredentialsProvider(iamauth.Config{
+			CacheID: c.RedisIAMCacheID, UserID: opt.Username, Serverless: c.RedisIAMServerless})
 	}
 	return opt, nil
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keyrelay/keyrelay/bridge"
+	"github.com/keyrelay/keyrelay/bridge/iamauth"
 )
 
 func newLogger(cfg *Config, stderr io.Writer) *slog.Logger {
@@ -54,13 +56,21 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 	}, sinks, log, metrics)
 	relay.Start()
 
+	var maxAge time.Duration
+	if cfg.RedisIAMAuth {
+		// ElastiCache cuts IAM-authenticated connections after 12 h: move
+		// before that, announced with a gap record (reason "planned").
+		maxAge = iamauth.PlannedReconnectAfter
+	}
+	patterns := bridge.Patterns(cfg.Channels, cfg.DBs, cfg.Events)
 	sub := bridge.NewSubscriber(bridge.SubscriberConfig{
 		Options:          opt,
 		Source:           opt.Addr,
-		Patterns:         bridge.Patterns(cfg.Channels, cfg.DBs, cfg.Events),
+		Patterns:         patterns,
 		Filter:           bridge.NewFilter(cfg.DBs, cfg.Events, cfg.Keys),
 		HealthInterval:   cfg.HealthInterval,
 		FailoverInterval: cfg.FailoverInterval,
+		MaxConnectionAge: maxAge,
 	}, relay, log, metrics)
 
 	var srv *http.Server
@@ -96,7 +106,7 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		shutErr = errors.Join(errors.New("aborted by a second signal"), shutErr)
 	}
 	if subErr != nil {
-		subErr = fmt.Errorf("subscription: %w", subErr)
+		subErr = fmt.Errorf("subscription: %w%s", subErr, redisErrorHint(subErr, patterns))
 	}
 	if err := errors.Join(subErr, shutErr); err != nil {
 		log.Error("stopped with errors", "err", err)
@@ -104,6 +114,19 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// redisErrorHint is the fix for a subscription error that retrying cannot
+// fix, in ElastiCache terms. A missing channel permission names the exact
+// patterns: Redis matches PSUBSCRIBE patterns literally against the user's
+// channel rules, so &__keyevent@*__:* does not allow __keyevent@*__:expired.
+func redisErrorHint(err error, patterns []string) string {
+	msg := err.Error()
+	if strings.Contains(msg, "NOPERM") && strings.Contains(msg, "channel") {
+		return fmt.Sprintf(": the Redis user lacks channel permission: add &* or exactly &%s to its ACL access string (PSUBSCRIBE patterns are matched literally)",
+			strings.Join(patterns, " &"))
+	}
+	return strings.TrimPrefix(explainRedisError(err), msg)
 }
 
 // redisLogger routes go-redis's internal log lines through slog.

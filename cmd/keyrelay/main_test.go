@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keyrelay/keyrelay/bridge/bridgetest"
+)
+
+// TestMain lets tests run this test binary as the keyrelay command, so that
+// signals and exit statuses are real.
+func TestMain(m *testing.M) {
+	if os.Getenv("KR_TEST_AS_MAIN") == "1" {
+		args := []string{}
+		if i := indexOf(os.Args, "--"); i >= 0 {
+			args = os.Args[i+1:]
+		}
+		os.Args = append([]string{"keyrelay"}, args...)
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func indexOf(s []string, x string) int {
+	for i, v := range s {
+		if v == x {
+			return i
+		}
+	}
+	return -1
+}
+
+// command returns the keyrelay command (this test binary) with env set on
+// top of a clean KEYRELAY_ environment.
+func command(t *testing.T, env map[string]string, args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], append([]string{"-test.run=^$", "--"}, args...)...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "KEYRELAY_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "KR_TEST_AS_MAIN=1")
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	return cmd
+}
+
+func exitStatus(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
+func TestBadConfiguration(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want []string // each must appear in stderr
+	}{
+		{map[string]string{"KEYRELAY_CHANNELS": "both"}, []string{`KEYRELAY_CHANNELS="both"`, "keyevent or keyspace"}},
+		{map[string]string{"KEYRELAY_SHUTDOWN_TIMEOUT": "soon"}, []string{`KEYRELAY_SHUTDOWN_TIMEOUT="soon"`, "duration"}},
+		{map[string]string{"KEYRELAY_DBS": "0,x"}, []string{`KEYRELAY_DBS="0,x"`, "whole numbers"}},
+		{map[string]string{"KEYRELAY_SINKS": "stdout,kafka"}, []string{"KEYRELAY_SINKS", `unknown sink "kafka"`}},
+		{map[string]string{"KEYRELAY_SINKS": "sqs"}, []string{"KEYRELAY_SQS_QUEUE_URL", "required when sqs is a sink"}},
+		{map[string]string{"KEYRELAY_SINKS": "sns", "KEYRELAY_SNS_TOPIC_ARN": "my-topic"}, []string{"KEYRELAY_SNS_TOPIC_ARN", "topic ARN"}},
+		{map[string]string{"KEYRELAY_LOG_LEVEL": "loud"}, []string{`KEYRELAY_LOG_LEVEL="loud"`, "debug, info, warn or error"}},
+		{map[string]string{"KEYRELAY_LOG_FORMAT": "xml"}, []string{`KEYRELAY_LOG_FORMAT="xml"`}},
+		{map[string]string{"KEYRELAY_OVERFLOW": "block"}, []string{`KEYRELAY_OVERFLOW="block"`, "drop-newest"}},
+		{map[string]string{"KEYRELAY_BUFFER_RECORDS": "0"}, []string{"KEYRELAY_BUFFER_RECORDS", "at least 1"}},
+		{map[string]string{"KEYRELAY_FIFO_GROUP": "color"}, []string{"KEYRELAY_FIFO_GROUP", "key, event, db or fixed"}},
+		{map[string]string{"KEYRELAY_REDIS_URL": "http://user:s3cret@host"}, []string{"KEYRELAY_REDIS_URL"}},
+		{map[string]string{"KEYRELAY_REDIS_CA_FILE": "/nonexistent.pem", "KEYRELAY_REDIS_URL": "rediss://h:6379"}, []string{"KEYRELAY_REDIS_CA_FILE"}},
+		{map[string]string{"KEYRELAY_REDSI_URL": "redis://h:1"}, []string{"KEYRELAY_REDSI_URL: unknown variable"}},
+		// Every problem at once.
+		{map[string]string{"KEYRELAY_CHANNELS": "x", "KEYRELAY_BATCH_LINGER": "x", "KEYRELAY_DBS": "-1"},
+			[]string{"KEYRELAY_CHANNELS", "KEYRELAY_BATCH_LINGER", "KEYRELAY_DBS"}},
+	} {
+		var stderr bytes.Buffer
+		cmd := command(t, tc.env, "run")
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		if code := exitStatus(err); code != 2 {
+			t.Errorf("%v: exit status %d, want 2; stderr:\n%s", tc.env, code, stderr.String())
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(stderr.String(), w) {
+				t.Errorf("%v: stderr lacks %q:\n%s", tc.env, w, stderr.String())
+			}
+		}
+		if strings.Contains(stderr.String(), "s3cret") {
+			t.Errorf("secret leaked in: %s", stderr.String())
+		}
+	}
+}
+
+func TestSIGTERMDeliversEverythingReceived(t *testing.T) {
+	rs := bridgetest.StartRedis(t)
+	var stdout, stderr syncBuffer
+	cmd := command(t, map[string]string{"KEYRELAY_REDIS_URL": "redis://" + rs.Addr, "KEYRELAY_HTTP_ADDR": "",
+		"KEYRELAY_BATCH_LINGER": "200ms"}, "run")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stderr.String(), `"msg":"subscribed"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not subscribed:\n%s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A burst of writes, then SIGTERM as soon as Redis has published them all.
+	ctx := context.Background()
+	c := rs.Client(0)
+	const n = 5000
+	pipe := c.Pipeline()
+	for i := 0; i < n; i++ {
+		pipe.Set(ctx, fmt.Sprintf("burst:%d", i), "v", 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	if code := exitStatus(err); code != 0 {
+		t.Fatalf("exit status %d:\n%s", code, stderr.String())
+	}
+	recs := parseRecords(t, strings.NewReader(stdout.String()))
+	// Redis published every event before it answered the pipeline, so
+	// before the signal; keyrelay drains its subscription on stop
+	// (PUNSUBSCRIBE is answered after everything already queued), so every
+	// one of them is received and must be on stdout, once.
+	seen := map[string]bool{}
+	for _, r := range recs {
+		if seen[*r.Key] {
+			t.Fatalf("duplicate %s", *r.Key)
+		}
+		seen[*r.Key] = true
+	}
+	for i := 0; i < n; i++ {
+		if !seen[fmt.Sprintf("burst:%d", i)] {
+			t.Fatalf("burst:%d missing; %d of %d delivered:\n%s", i, len(recs), n, stderr.String())
+		}
+	}
+	if !strings.Contains(stderr.String(), `"msg":"stopped"`) {
+		t.Fatalf("no clean stop:\n%s", stderr.String())
+	}
+}
+
+var updateReadme = flag.Bool("update-readme", false, "rewrite README.md's configuration table")
+
+// TestREADMEConfigTable keeps the README's table equal to `keyrelay help
+// --markdown`, generated from the Config struct (make readme rewrites it).
+func TestREADMEConfigTable(t *testing.T) {
+	var table bytes.Buffer
+	if err := run(context.Background(), context.Background(), []string{"help", "--markdown"}, &table, &table); err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`(?s)(<!-- config-table:start -->\n).*?(<!-- config-table:end -->)`)
+	if !re.Match(readme) {
+		t.Fatal("README.md lacks the <!-- config-table:start/end --> markers")
+	}
+	updated := re.ReplaceAll(readme, []byte("${1}"+strings.ReplaceAll(table.String(), "$", "$$")+"${2}"))
+	if *updateReadme {
+		if err := os.WriteFile("../../README.md", updated, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if !bytes.Equal(updated, readme) {
+		t.Fatal("README.md's configuration table is stale: run make readme")
+	}
+	for _, v := range configVariables() {
+		if !strings.Contains(table.String(), "`"+v+"`") {
+			t.Errorf("%s missing from the table", v)
+		}
+	}
+}
+
+func TestHelpListsEveryVariable(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), context.Background(), []string{"help"}, &out, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range configVariables() {
+		if !strings.Contains(out.String(), v) {
+			t.Errorf("help lacks %s", v)
+		}
+	}
+	if !strings.Contains(out.String(), "(default redis://localhost:6379)") {
+		t.Errorf("help lacks defaults:\n%s", out.String())
+	}
+	cmd := command(t, nil, "frobnicate")
+	if code := exitStatus(cmd.Run()); code != 2 {
+		t.Errorf("unknown command: exit %d, want 2", code)
+	}
+}
