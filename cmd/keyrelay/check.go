@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -133,23 +134,29 @@ func checkNotifications(ctx context.Context, cfg *Config, rdb *redis.Client, rep
 		defer otherPS.Close()
 	}
 
-	// Which classes does the configuration need, and which can a probe prove?
-	needed := map[byte]bool{}
+	// Which events must the probe prove? One per class when everything is
+	// forwarded, else the configured ones a write can fire.
+	needed := map[string]bool{}
 	if len(cfg.Events) == 0 {
-		for _, c := range []byte("g$lshztx") {
-			needed[c] = true
+		for _, e := range []string{"set", "expire", "del", "lpush", "sadd", "hset", "zadd", "xadd", "expired"} {
+			needed[e] = true
 		}
 	}
 	var unprovable []string
 	for _, e := range cfg.Events {
-		switch c, ok := eventClass[e]; {
-		case !ok:
+		c, known := eventClass[e]
+		switch {
+		case !known:
 			unprovable = append(unprovable, e+" (unknown to keyrelay)")
-		case c == 'e' || c == 'n' || c == 'm':
+		case !probeable[e]:
 			unprovable = append(unprovable, fmt.Sprintf("%s (flag %c)", e, c))
 		default:
-			needed[c] = true
+			needed[e] = true
 		}
+	}
+	classes := map[byte]bool{}
+	for e := range needed {
+		classes[eventClass[e]] = true
 	}
 
 	pc := redis.NewClient(withDB(rdb.Options(), db))
@@ -157,7 +164,18 @@ func checkNotifications(ctx context.Context, cfg *Config, rdb *redis.Client, rep
 	k := func(s string) string { return probe + ":" + s }
 	probes := map[byte]func() error{
 		'$': func() error { return pc.Set(ctx, k("str"), "1", time.Minute).Err() },
-		'g': func() error { return pc.Set(ctx, k("gen"), "1", time.Minute).Err() }, // SET with a TTL also fires expire
+		'g': func() error { // set (if $), expire, rename_from, rename_to, del
+			if err := pc.Set(ctx, k("gen"), "1", 0).Err(); err != nil {
+				return err
+			}
+			if err := pc.Expire(ctx, k("gen"), time.Minute).Err(); err != nil {
+				return err
+			}
+			if err := pc.Rename(ctx, k("gen"), k("gen2")).Err(); err != nil {
+				return err
+			}
+			return pc.Del(ctx, k("gen2")).Err()
+		},
 		'l': func() error { return pc.LPush(ctx, k("list"), "1").Err() },
 		's': func() error { return pc.SAdd(ctx, k("set"), "1").Err() },
 		'h': func() error { return pc.HSet(ctx, k("hash"), "f", "1").Err() },
@@ -171,9 +189,9 @@ func checkNotifications(ctx context.Context, cfg *Config, rdb *redis.Client, rep
 			return pc.Get(ctx, k("ttl")).Err() // touching it expires it now
 		},
 	}
-	defer pc.Del(context.WithoutCancel(ctx), k("str"), k("gen"), k("list"), k("set"), k("hash"), k("zset"), k("stream"), k("ttl"))
+	defer pc.Del(context.WithoutCancel(ctx), k("str"), k("gen"), k("gen2"), k("list"), k("set"), k("hash"), k("zset"), k("stream"), k("ttl"))
 	for _, c := range []byte("$glshztx") {
-		if !needed[c] {
+		if !classes[c] {
 			continue
 		}
 		if err := probes[c](); err != nil && !errors.Is(err, redis.Nil) {
@@ -182,25 +200,25 @@ func checkNotifications(ctx context.Context, cfg *Config, rdb *redis.Client, rep
 			return
 		}
 	}
-	got := probeClasses(ctx, ps, probe, 1500*time.Millisecond)
+	got := probeEvents(ctx, ps, probe, 1500*time.Millisecond)
 	kindFlag := map[bridge.ChannelKind]string{bridge.KeyEvent: "E", bridge.KeySpace: "K"}[kind]
 	if len(got) == 0 && len(needed) > 0 {
 		why := "no notification arrived: notify-keyspace-events is empty or lacks " + kindFlag
-		if otherPS != nil && len(probeClasses(ctx, otherPS, probe, 300*time.Millisecond)) > 0 {
+		if otherPS != nil && len(probeEvents(ctx, otherPS, probe, 300*time.Millisecond)) > 0 {
 			why = fmt.Sprintf("only %s notifications arrive: add %s to notify-keyspace-events, or set KEYRELAY_CHANNELS=%s", other, kindFlag, other)
 		}
 		report(false, string(kind)+" notifications flowing", why+"; on ElastiCache set it in a custom parameter group (e.g. "+kindFlag+"x for expirations, "+kindFlag+"A for everything)")
 		return
 	}
-	var missing []string
-	for c := range needed {
-		if !got[c] {
-			missing = append(missing, string(c))
+	missing := map[string]bool{}
+	for e := range needed {
+		if !got[e] {
+			missing[string(eventClass[e])] = true
 		}
 	}
-	slices.Sort(missing)
 	if len(missing) > 0 {
-		report(false, string(kind)+" notifications flowing", fmt.Sprintf("flags missing from notify-keyspace-events for the configured events: %s (add them in the ElastiCache parameter group; A enables g$lshztxe)", strings.Join(missing, "")))
+		flags := slices.Sorted(maps.Keys(missing))
+		report(false, string(kind)+" notifications flowing", fmt.Sprintf("flags missing from notify-keyspace-events for the configured events: %s (add them in the ElastiCache parameter group; A enables g$lshztxe)", strings.Join(flags, "")))
 	} else {
 		report(true, string(kind)+" notifications flowing", "")
 	}
@@ -208,6 +226,10 @@ func checkNotifications(ctx context.Context, cfg *Config, rdb *redis.Client, rep
 		report(true, "events not provable by a probe", strings.Join(unprovable, ", ")+": make sure the parameter group enables their flags")
 	}
 }
+
+// probeable are the events the check's probe writes fire.
+var probeable = map[string]bool{"set": true, "expire": true, "rename_from": true, "rename_to": true,
+	"del": true, "lpush": true, "sadd": true, "hset": true, "zadd": true, "xadd": true, "expired": true}
 
 // subscribeConfirmed subscribes to patterns and waits for every confirmation,
 // so that permission errors surface here.
@@ -226,10 +248,10 @@ func subscribeConfirmed(ctx context.Context, rdb *redis.Client, patterns []strin
 	return ps, nil
 }
 
-// probeClasses reads notifications about the probe keys for up to wait and
-// returns the event classes seen.
-func probeClasses(ctx context.Context, ps *redis.PubSub, probe string, wait time.Duration) map[byte]bool {
-	seen := map[byte]bool{}
+// probeEvents reads notifications about the probe keys for up to wait and
+// returns the events seen.
+func probeEvents(ctx context.Context, ps *redis.PubSub, probe string, wait time.Duration) map[string]bool {
+	seen := map[string]bool{}
 	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
 		msg, err := ps.ReceiveTimeout(ctx, time.Until(deadline))
@@ -241,16 +263,12 @@ func probeClasses(ctx context.Context, ps *redis.PubSub, probe string, wait time
 			continue
 		}
 		n, err := bridge.Decode(m.Channel, m.Payload)
-		if err != nil || !strings.HasPrefix(n.Key, probe) {
-			continue
-		}
-		if c, ok := eventClass[n.Event]; ok {
-			seen[c] = true
+		if err == nil && strings.HasPrefix(n.Key, probe) {
+			seen[n.Event] = true
 		}
 	}
 	return seen
 }
-
 func withDB(o *redis.Options, db int) *redis.Options {
 	c := *o
 	c.DB = db
