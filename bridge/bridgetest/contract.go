@@ -18,14 +18,49 @@ import (
 // them, not only the new ones).
 type NewSinkFunc func(t *testing.T) (sink bridge.Sink, readBack func() [][]byte)
 
+// ContractOption adapts RunSinkContract to a kind of sink.
+type ContractOption func(*contractConfig)
+
+type contractConfig struct {
+	unpack func(message []byte) [][]byte
+}
+
+// Packed declares a sink that packs several records into one message:
+// unpack splits a message body, as readBack returns it, into the bodies of
+// its records. The contract then checks the records as they come out of
+// unpack (each exactly once, byte-identical) and also that packing happened:
+// fewer messages than records.
+func Packed(unpack func(message []byte) [][]byte) ContractOption {
+	return func(c *contractConfig) { c.unpack = unpack }
+}
+
 // RunSinkContract runs the contract every sink passes: records are delivered
 // complete and each exactly once (bodies byte-identical), including binary
 // keys and keys with newlines and quotes; Limits and EntrySize are sane; an
 // empty Publish is harmless; Check passes; Close after use is fine.
-func RunSinkContract(t *testing.T, newSink NewSinkFunc) {
+func RunSinkContract(t *testing.T, newSink NewSinkFunc, opts ...ContractOption) {
 	t.Helper()
+	var cfg contractConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
+	// open makes a sink and two readers: of records and of messages (the
+	// same unless the sink packs).
+	open := func(t *testing.T) (bridge.Sink, func() [][]byte, func() [][]byte) {
+		s, messages := newSink(t)
+		if cfg.unpack == nil {
+			return s, messages, messages
+		}
+		return s, func() [][]byte {
+			var records [][]byte
+			for _, m := range messages() {
+				records = append(records, cfg.unpack(m)...)
+			}
+			return records
+		}, messages
+	}
 	t.Run("limits are sane", func(t *testing.T) {
-		s, _ := newSink(t)
+		s, _, _ := open(t)
 		lim := s.Limits()
 		if lim.MaxEntries < 1 {
 			t.Errorf("MaxEntries = %d, want at least 1", lim.MaxEntries)
@@ -50,18 +85,21 @@ func RunSinkContract(t *testing.T, newSink NewSinkFunc) {
 	})
 
 	t.Run("delivers each record once, byte-identical", func(t *testing.T) {
-		s, readBack := newSink(t)
+		s, readBack, messages := open(t)
 		want := ContractEntries()
 		PublishAll(t, s, want)
 		got := WaitBodies(t, readBack, len(want), 15*time.Second)
 		AssertSameBodies(t, got, want)
+		if n := len(messages()); cfg.unpack != nil && n >= len(want) {
+			t.Errorf("%d records arrived in %d messages: the sink does not pack", len(want), n)
+		}
 		if err := s.Close(context.Background()); err != nil {
 			t.Errorf("Close after use: %v", err)
 		}
 	})
 
 	t.Run("empty publish is harmless", func(t *testing.T) {
-		s, readBack := newSink(t)
+		s, readBack, _ := open(t)
 		ctx := context.Background()
 		if err := s.Publish(ctx, nil); err != nil {
 			t.Fatalf("Publish(nil) = %v", err)
@@ -78,7 +116,7 @@ func RunSinkContract(t *testing.T, newSink NewSinkFunc) {
 	})
 
 	t.Run("check passes on a working target", func(t *testing.T) {
-		s, _ := newSink(t)
+		s, _, _ := open(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		if err := s.Check(ctx); err != nil {

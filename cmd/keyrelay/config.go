@@ -64,6 +64,7 @@ type SinkConfig struct {
 	SNSTopicARN string   `envconfig:"SNS_TOPIC_ARN" desc:"SNS topic ARN; required when sns is a sink; a name ending in .fifo is a FIFO topic"`
 	FIFOGroup   string   `envconfig:"FIFO_GROUP" default:"key" desc:"FIFO message group id: key, event, db, or fixed:NAME (a constant group)"`
 	MaxInFlight int      `envconfig:"SINK_MAX_IN_FLIGHT" default:"4" desc:"concurrent batches per SQS/SNS sink (FIFO targets always use 1, to keep order)"`
+	Pack        string   `envconfig:"PACK" default:"off" desc:"off: one record per SQS/SNS message; ndjson: many records per message, one JSON record per line, with the type, event and db attributes all its records share (cuts billed requests about 30-fold; standard queues and topics only)"`
 }
 
 // BufferConfig is the buffer between the reader and each sink, batching and
@@ -290,6 +291,15 @@ func (c *Config) Validate() error {
 	}
 	if _, err := awsbatch.ParseGroupBy(c.FIFOGroup); err != nil {
 		bad("FIFO_GROUP", c.FIFOGroup, err.Error())
+	}
+	if pack, err := awsbatch.ParsePacking(c.Pack); err != nil {
+		bad("PACK", c.Pack, err.Error())
+	} else if pack == awsbatch.PackNDJSON {
+		for _, t := range [][2]string{{"sqs", c.SQSQueueURL}, {"sns", c.SNSTopicARN}} {
+			if seen[t[0]] && awsbatch.IsFIFO(t[1]) {
+				bad("PACK", c.Pack, fmt.Sprintf("packing is not available for the FIFO %s target %s (per-record deduplication and group order); use off", t[0], t[1]))
+			}
+		}
 	}
 	if c.MaxInFlight < 1 || c.MaxInFlight > 64 {
 		bad("SINK_MAX_IN_FLIGHT", fmt.Sprint(c.MaxInFlight), "must be 1 to 64")

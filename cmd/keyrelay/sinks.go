@@ -68,6 +68,10 @@ func buildAWSSink(ctx context.Context, name string, cfg *Config, loadAWS func() 
 	if err != nil {
 		return nil, fmt.Errorf("KEYRELAY_FIFO_GROUP=%q: %w", cfg.FIFOGroup, err) // validated already
 	}
+	pack, err := awsbatch.ParsePacking(cfg.Pack)
+	if err != nil {
+		return nil, fmt.Errorf("KEYRELAY_PACK=%q: %w", cfg.Pack, err) // validated already
+	}
 	if name == sqs.Name {
 		return sqs.New(ctx, sqs.Options{
 			Client: awssqs.NewFromConfig(*awsCfg, func(o *awssqs.Options) {
@@ -76,6 +80,7 @@ func buildAWSSink(ctx context.Context, name string, cfg *Config, loadAWS func() 
 			QueueURL:    cfg.SQSQueueURL,
 			GroupBy:     groupBy,
 			MaxInFlight: cfg.MaxInFlight,
+			Pack:        pack,
 		})
 	}
 	return sns.New(ctx, sns.Options{
@@ -85,6 +90,7 @@ func buildAWSSink(ctx context.Context, name string, cfg *Config, loadAWS func() 
 		TopicARN:    cfg.SNSTopicARN,
 		GroupBy:     groupBy,
 		MaxInFlight: cfg.MaxInFlight,
+		Pack:        pack,
 	})
 }
 

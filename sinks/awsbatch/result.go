@@ -66,6 +66,15 @@ func entryRetryable(f Failure) bool {
 // entry the response names in neither list is reported as a retryable
 // failure: at least once beats silently assuming delivery.
 func BatchResult(service string, n int, succeeded []string, failed []Failure) error {
+	if f := batchFailures(service, n, succeeded, failed); len(f) > 0 {
+		return &bridge.PartialError{Failed: f}
+	}
+	return nil
+}
+
+// batchFailures is BatchResult's list of failed entries (indexes are entry
+// Ids), empty when every entry succeeded.
+func batchFailures(service string, n int, succeeded []string, failed []Failure) []bridge.EntryError {
 	state := make([]byte, n) // 0 unknown, 1 succeeded, 2 failed
 	var pe bridge.PartialError
 	for _, f := range failed {
@@ -91,10 +100,7 @@ func BatchResult(service string, n int, succeeded []string, failed []Failure) er
 				Err: fmt.Errorf("%s: entry %d is missing from the batch response", service, i)})
 		}
 	}
-	if len(pe.Failed) == 0 {
-		return nil
-	}
-	return &pe
+	return pe.Failed
 }
 
 func entryIndex(id string, n int) (int, bool) {

@@ -48,6 +48,10 @@ type Options struct {
 	// standard queue (awsbatch.DefaultMaxInFlight when 0). A FIFO queue
 	// always gets 1, to keep each group's order.
 	MaxInFlight int
+	// Pack packs many records into each message (awsbatch.PackNDJSON) on a
+	// standard queue; the zero value and awsbatch.PackOff send one record
+	// per message. New refuses packing on a FIFO queue.
+	Pack awsbatch.Packing
 	// AttemptTimeout bounds one SendMessageBatch call
 	// (awsbatch.DefaultAttemptTimeout when 0).
 	AttemptTimeout time.Duration
@@ -58,6 +62,9 @@ type Sink struct {
 	opt    Options
 	fifo   bool
 	limits bridge.Limits
+	packed bool
+	msgCap int // packed: the largest message, body plus attributes
+	reqCap int // packed: the largest request, sum of its messages
 }
 
 var _ bridge.Sink = (*Sink)(nil)
@@ -85,6 +92,17 @@ func New(ctx context.Context, opt Options) (*Sink, error) {
 	}
 	if s.fifo {
 		s.limits.MaxInFlight = 1
+	}
+	pack, err := awsbatch.ParsePacking(string(opt.Pack))
+	if err != nil {
+		return nil, fmt.Errorf("sqs: pack %q: %w", opt.Pack, err)
+	}
+	if pack == awsbatch.PackNDJSON {
+		if s.fifo {
+			return nil, fmt.Errorf("sqs: queue %s: %w", opt.QueueURL, awsbatch.ErrPackFIFO)
+		}
+		s.packed, s.msgCap, s.reqCap = true, min(maxSize, MaxBatchBytes), MaxBatchBytes
+		s.limits = awsbatch.PackedLimits(s.msgCap, s.reqCap, opt.MaxInFlight)
 	}
 	return s, nil
 }
@@ -136,18 +154,32 @@ func (s *Sink) Name() string { return Name }
 
 // Limits implements bridge.Sink: 10 entries and 1 MiB per batch, entries up
 // to the queue's MaximumMessageSize, one batch in flight on a FIFO queue.
+// When packing: as many records as fill one 1 MiB request
+// (awsbatch.PackedLimits).
 func (s *Sink) Limits() bridge.Limits { return s.limits }
 
 // EntrySize implements bridge.Sink: body plus message attributes, as SQS
-// counts them.
-func (s *Sink) EntrySize(e *bridge.Entry) int { return awsbatch.EntrySize(e) }
+// counts them; when packing, body plus its newline (the attributes belong to
+// the packed message).
+func (s *Sink) EntrySize(e *bridge.Entry) int {
+	if s.packed {
+		return awsbatch.PackedEntrySize(e)
+	}
+	return awsbatch.EntrySize(e)
+}
 
 // Publish implements bridge.Sink with one SendMessageBatch call. Entry i has
 // Id "i". Failed entries come back in a *bridge.PartialError (sender faults
 // Permanent); a failed request is classified by awsbatch.RequestError.
+//
+// When packing, Publish packs the batch into at most 10 messages (see
+// awsbatch.PublishPacked) and sends them with one SendMessageBatch call.
 func (s *Sink) Publish(ctx context.Context, batch []*bridge.Entry) error {
 	if len(batch) == 0 {
 		return nil
+	}
+	if s.packed {
+		return awsbatch.PublishPacked(ctx, Name, batch, s.msgCap, s.reqCap, s.sendPacked)
 	}
 	entries := make([]types.SendMessageBatchRequestEntry, len(batch))
 	for i, e := range batch {
@@ -180,6 +212,41 @@ func (s *Sink) Publish(ctx context.Context, batch []*bridge.Entry) error {
 			Message: aws.ToString(f.Message), SenderFault: f.SenderFault}
 	}
 	return awsbatch.BatchResult(Name, len(batch), succeeded, failed)
+}
+
+// sendPacked sends packed messages with one SendMessageBatch call.
+func (s *Sink) sendPacked(ctx context.Context, msgs []awsbatch.PackedMessage) ([]string, []awsbatch.Failure, error) {
+	entries := make([]types.SendMessageBatchRequestEntry, len(msgs))
+	for i, m := range msgs {
+		attrs := make(map[string]types.MessageAttributeValue, len(m.Attrs))
+		for _, a := range m.Attrs {
+			attrs[a.Name] = types.MessageAttributeValue{DataType: aws.String(a.DataType), StringValue: aws.String(a.Value)}
+		}
+		entries[i] = types.SendMessageBatchRequestEntry{
+			Id:                aws.String(awsbatch.EntryID(i)),
+			MessageBody:       aws.String(string(m.Body)),
+			MessageAttributes: attrs,
+		}
+	}
+	ctx, cancel := awsbatch.AttemptContext(ctx, s.opt.AttemptTimeout)
+	defer cancel()
+	out, err := s.opt.Client.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{
+		QueueUrl: aws.String(s.opt.QueueURL),
+		Entries:  entries,
+	}, oneAttempt)
+	if err != nil {
+		return nil, nil, awsbatch.RequestError(Name, "SendMessageBatch", err)
+	}
+	succeeded := make([]string, len(out.Successful))
+	for i, r := range out.Successful {
+		succeeded[i] = aws.ToString(r.Id)
+	}
+	failed := make([]awsbatch.Failure, len(out.Failed))
+	for i, f := range out.Failed {
+		failed[i] = awsbatch.Failure{ID: aws.ToString(f.Id), Code: aws.ToString(f.Code),
+			Message: aws.ToString(f.Message), SenderFault: f.SenderFault}
+	}
+	return succeeded, failed, nil
 }
 
 func oneAttempt(o *sqs.Options) { o.Retryer = awsbatch.OneAttempt(o.Retryer) }
