@@ -191,23 +191,9 @@ func (s *Sink) Publish(ctx context.Context, batch []*bridge.Entry) error {
 			entries[i].MessageDeduplicationId = aws.String(e.Record.ID)
 		}
 	}
-	ctx, cancel := awsbatch.AttemptContext(ctx, s.opt.AttemptTimeout)
-	defer cancel()
-	out, err := s.opt.Client.PublishBatch(ctx, &sns.PublishBatchInput{
-		TopicArn:                   aws.String(s.opt.TopicARN),
-		PublishBatchRequestEntries: entries,
-	}, oneAttempt)
+	succeeded, failed, err := s.send(ctx, entries)
 	if err != nil {
-		return awsbatch.RequestError(Name, "PublishBatch", err)
-	}
-	succeeded := make([]string, len(out.Successful))
-	for i, r := range out.Successful {
-		succeeded[i] = aws.ToString(r.Id)
-	}
-	failed := make([]awsbatch.Failure, len(out.Failed))
-	for i, f := range out.Failed {
-		failed[i] = awsbatch.Failure{ID: aws.ToString(f.Id), Code: aws.ToString(f.Code),
-			Message: aws.ToString(f.Message), SenderFault: f.SenderFault}
+		return err
 	}
 	return awsbatch.BatchResult(Name, len(batch), succeeded, failed)
 }
@@ -216,16 +202,18 @@ func (s *Sink) Publish(ctx context.Context, batch []*bridge.Entry) error {
 func (s *Sink) sendPacked(ctx context.Context, msgs []awsbatch.PackedMessage) ([]string, []awsbatch.Failure, error) {
 	entries := make([]types.PublishBatchRequestEntry, len(msgs))
 	for i, m := range msgs {
-		attrs := make(map[string]types.MessageAttributeValue, len(m.Attrs))
-		for _, a := range m.Attrs {
-			attrs[a.Name] = types.MessageAttributeValue{DataType: aws.String(a.DataType), StringValue: aws.String(a.Value)}
-		}
 		entries[i] = types.PublishBatchRequestEntry{
 			Id:                aws.String(awsbatch.EntryID(i)),
 			Message:           aws.String(string(m.Body)),
-			MessageAttributes: attrs,
+			MessageAttributes: toAttributes(m.Attrs),
 		}
 	}
+	return s.send(ctx, entries)
+}
+
+// send makes one PublishBatch call and returns the ids that succeeded and the
+// per-entry failures, or the classified error of the whole request.
+func (s *Sink) send(ctx context.Context, entries []types.PublishBatchRequestEntry) ([]string, []awsbatch.Failure, error) {
 	ctx, cancel := awsbatch.AttemptContext(ctx, s.opt.AttemptTimeout)
 	defer cancel()
 	out, err := s.opt.Client.PublishBatch(ctx, &sns.PublishBatchInput{
@@ -250,7 +238,10 @@ func (s *Sink) sendPacked(ctx context.Context, msgs []awsbatch.PackedMessage) ([
 func oneAttempt(o *sns.Options) { o.Retryer = awsbatch.OneAttempt(o.Retryer) }
 
 func messageAttributes(rec *bridge.Record) map[string]types.MessageAttributeValue {
-	attrs := awsbatch.Attributes(rec)
+	return toAttributes(awsbatch.Attributes(rec))
+}
+
+func toAttributes(attrs []awsbatch.Attribute) map[string]types.MessageAttributeValue {
 	m := make(map[string]types.MessageAttributeValue, len(attrs))
 	for _, a := range attrs {
 		m[a.Name] = types.MessageAttributeValue{DataType: aws.String(a.DataType), StringValue: aws.String(a.Value)}

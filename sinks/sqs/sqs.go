@@ -193,23 +193,9 @@ func (s *Sink) Publish(ctx context.Context, batch []*bridge.Entry) error {
 			entries[i].MessageDeduplicationId = aws.String(e.Record.ID)
 		}
 	}
-	ctx, cancel := awsbatch.AttemptContext(ctx, s.opt.AttemptTimeout)
-	defer cancel()
-	out, err := s.opt.Client.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{
-		QueueUrl: aws.String(s.opt.QueueURL),
-		Entries:  entries,
-	}, oneAttempt)
+	succeeded, failed, err := s.send(ctx, entries)
 	if err != nil {
-		return awsbatch.RequestError(Name, "SendMessageBatch", err)
-	}
-	succeeded := make([]string, len(out.Successful))
-	for i, r := range out.Successful {
-		succeeded[i] = aws.ToString(r.Id)
-	}
-	failed := make([]awsbatch.Failure, len(out.Failed))
-	for i, f := range out.Failed {
-		failed[i] = awsbatch.Failure{ID: aws.ToString(f.Id), Code: aws.ToString(f.Code),
-			Message: aws.ToString(f.Message), SenderFault: f.SenderFault}
+		return err
 	}
 	return awsbatch.BatchResult(Name, len(batch), succeeded, failed)
 }
@@ -218,16 +204,18 @@ func (s *Sink) Publish(ctx context.Context, batch []*bridge.Entry) error {
 func (s *Sink) sendPacked(ctx context.Context, msgs []awsbatch.PackedMessage) ([]string, []awsbatch.Failure, error) {
 	entries := make([]types.SendMessageBatchRequestEntry, len(msgs))
 	for i, m := range msgs {
-		attrs := make(map[string]types.MessageAttributeValue, len(m.Attrs))
-		for _, a := range m.Attrs {
-			attrs[a.Name] = types.MessageAttributeValue{DataType: aws.String(a.DataType), StringValue: aws.String(a.Value)}
-		}
 		entries[i] = types.SendMessageBatchRequestEntry{
 			Id:                aws.String(awsbatch.EntryID(i)),
 			MessageBody:       aws.String(string(m.Body)),
-			MessageAttributes: attrs,
+			MessageAttributes: toAttributes(m.Attrs),
 		}
 	}
+	return s.send(ctx, entries)
+}
+
+// send makes one SendMessageBatch call and returns the ids that succeeded and the
+// per-entry failures, or the classified error of the whole request.
+func (s *Sink) send(ctx context.Context, entries []types.SendMessageBatchRequestEntry) ([]string, []awsbatch.Failure, error) {
 	ctx, cancel := awsbatch.AttemptContext(ctx, s.opt.AttemptTimeout)
 	defer cancel()
 	out, err := s.opt.Client.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{
@@ -252,7 +240,10 @@ func (s *Sink) sendPacked(ctx context.Context, msgs []awsbatch.PackedMessage) ([
 func oneAttempt(o *sqs.Options) { o.Retryer = awsbatch.OneAttempt(o.Retryer) }
 
 func messageAttributes(rec *bridge.Record) map[string]types.MessageAttributeValue {
-	attrs := awsbatch.Attributes(rec)
+	return toAttributes(awsbatch.Attributes(rec))
+}
+
+func toAttributes(attrs []awsbatch.Attribute) map[string]types.MessageAttributeValue {
 	m := make(map[string]types.MessageAttributeValue, len(attrs))
 	for _, a := range attrs {
 		m[a.Name] = types.MessageAttributeValue{DataType: aws.String(a.DataType), StringValue: aws.String(a.Value)}
