@@ -32,8 +32,16 @@ demo: build
 	bash .ci/install-deps.sh redis
 	bash .ci/demo.sh $(BIN)
 
+# The performance harness (cmd/keyrelay-bench: redis-server, fauxqs and
+# redis-cli started on free loopback ports, the real bin/keyrelay driven by
+# redis-benchmark and a paced writer; BENCH_N notifications per full-speed
+# run), then the Go micro-benchmarks with allocations. About 6 minutes on
+# 2 cores; figures in the README's Performance section.
+BENCH_N     ?= 1000000
+BENCH_FLAGS ?=
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchmem ./bridge/...
+	$(GO) run ./cmd/keyrelay-bench -bin $(BIN) -n $(BENCH_N) $(BENCH_FLAGS)
+	$(GO) test -run '^$$' -bench . -benchmem ./bridge/... ./sinks/...
 
 # Regenerates the README's configuration table from the config struct.
 readme:

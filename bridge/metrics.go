@@ -77,7 +77,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		BatchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "keyrelay_batch_size",
 			Help:    "Entries per publish attempt.",
-			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000},
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000},
 		}, []string{"sink"}),
 		PublishTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "keyrelay_publish_duration_seconds",

@@ -48,6 +48,10 @@ type Queue struct {
 	bytes   int64
 	closed  bool
 	episode OverflowEpisode // Dropped > 0 while an episode is open
+	// batch and batchBytes are the limits of the last Take: a worker
+	// lingering on a partial batch needs a wake-up only when it is full.
+	batch      int
+	batchBytes int64
 
 	notify   chan struct{} // capacity 1: "something changed"
 	closedCh chan struct{}
@@ -98,14 +102,16 @@ func (q *Queue) Push(e *Entry) PushResult {
 			return res
 		}
 	}
-	if res.Dropped == 0 && q.episode.Dropped > 0 {
+	if res.Dropped == 0 && q.episode.Dropped > 0 && q.drained() {
 		ep := q.episode
 		res.Ended = &ep
 		q.episode = OverflowEpisode{}
 	}
-	q.pushLocked(e)
+	wake := q.pushLocked(e)
 	q.mu.Unlock()
-	q.signal()
+	if wake {
+		q.signal()
+	}
 	return res
 }
 
@@ -135,19 +141,27 @@ func (q *Queue) EndOverflow() *OverflowEpisode {
 	return &ep
 }
 
-// EndOverflowIfRoom closes an open overflow episode once the queue has room
-// again (a worker just took a batch), so that the gap record is not held
-// back until the next record arrives. It returns nil if there is no episode
-// or still no room.
-func (q *Queue) EndOverflowIfRoom() *OverflowEpisode {
+// EndOverflowIfDrained closes an open overflow episode once the queue has
+// drained to half its bounds (a worker just took a batch), so that the gap
+// record is not held back until the next record arrives. Ending an episode
+// only at half, not at the first free slot, keeps a sink that drains slower
+// than records arrive from writing a gap record per slot: one episode, one
+// gap record with the total dropped. It returns nil if there is no episode
+// or the queue is still above half.
+func (q *Queue) EndOverflowIfDrained() *OverflowEpisode {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.episode.Dropped == 0 || q.full(0) {
+	if q.episode.Dropped == 0 || !q.drained() {
 		return nil
 	}
 	ep := q.episode
 	q.episode = OverflowEpisode{}
 	return &ep
+}
+
+// drained reports whether the queue is at or below half its bounds.
+func (q *Queue) drained() bool {
+	return q.n <= q.maxRecords/2 && (q.maxBytes <= 0 || q.bytes <= q.maxBytes/2)
 }
 
 func (q *Queue) full(size int64) bool {
@@ -164,14 +178,24 @@ func (q *Queue) noteDrop(t time.Time) {
 	q.episode.Dropped++
 }
 
-func (q *Queue) pushLocked(e *Entry) {
+// pushLocked appends e and reports whether a waiting worker must be woken:
+// when the queue stops being empty (a worker waits for a first entry) and
+// when it holds a full batch (a worker lingers for one). Waking a worker
+// for every entry in between cost a goroutine switch per record
+// (BenchmarkEmit).
+func (q *Queue) pushLocked(e *Entry) (wake bool) {
 	if q.n == len(q.buf) {
 		q.grow()
 	}
 	q.buf[(q.head+q.n)%len(q.buf)] = e
 	q.n++
 	q.bytes += int64(len(e.Body))
+	return q.n == 1 || q.n >= q.batch || q.batchFull()
 }
+
+// batchFull reports whether the buffered bytes fill a batch of the last
+// Take's byte limit (packed batches end on bytes, not entries).
+func (q *Queue) batchFull() bool { return q.batchBytes > 0 && q.bytes >= q.batchBytes }
 
 func (q *Queue) grow() {
 	size := max(2*len(q.buf), 16)
@@ -231,9 +255,10 @@ func (q *Queue) Take(ctx context.Context, lim Limits, size func(*Entry) int, lin
 	var deadline <-chan time.Time
 	for {
 		q.mu.Lock()
-		n, closed := q.n, q.closed
+		q.batch, q.batchBytes = lim.MaxEntries, int64(lim.MaxBatchBytes)
+		n, closed, full := q.n, q.closed, q.batchFull()
 		q.mu.Unlock()
-		if n > 0 && (n >= lim.MaxEntries || closed || linger <= 0) {
+		if n > 0 && (n >= lim.MaxEntries || full || closed || linger <= 0) {
 			break
 		}
 		if n == 0 && closed {

@@ -138,3 +138,44 @@ func TestQueueTakeWakes(t *testing.T) {
 		t.Fatal("Take did not return on cancel")
 	}
 }
+
+// A sink that drains slower than records arrive keeps one overflow episode
+// (one gap record) until its queue is down to half, not one per free slot.
+func TestQueueOverflowEpisodeEndsAtHalf(t *testing.T) {
+	q := NewQueue(10, 0, DropNewest)
+	ctx := context.Background()
+	for i := 0; i < 15; i++ {
+		q.Push(entryAt(i)) // 5 dropped
+	}
+	q.Take(ctx, Limits{MaxEntries: 2}, bodySize, 0)
+	for i := 15; i < 18; i++ {
+		if r := q.Push(entryAt(i)); r.Ended != nil {
+			t.Fatalf("push %d ended the episode above half: %+v", i, r)
+		}
+	}
+	if q.EndOverflowIfDrained() != nil {
+		t.Fatal("episode ended above half")
+	}
+	q.Take(ctx, Limits{MaxEntries: 5}, bodySize, 0) // 10 -> 5
+	ep := q.EndOverflowIfDrained()
+	if ep == nil || ep.Dropped != 6 || ep.Since.Unix() != 10 || ep.Until.Unix() != 17 {
+		t.Fatalf("episode = %+v, want 6 dropped from 10 to 17", ep)
+	}
+}
+
+// A batch limited by bytes does not wait for the linger once the buffered
+// bytes fill it.
+func TestQueueTakeStopsAtBatchBytes(t *testing.T) {
+	q := NewQueue(1000, 0, DropNewest)
+	for i := 0; i < 10; i++ {
+		q.Push(entryAt(i)) // 10 bytes each
+	}
+	start := time.Now()
+	b := q.Take(context.Background(), Limits{MaxEntries: 1000, MaxBatchBytes: 50}, bodySize, time.Minute)
+	if len(b) != 5 {
+		t.Fatalf("took %d entries, want 5", len(b))
+	}
+	if time.Since(start) > 30*time.Second {
+		t.Fatal("waited for the linger although the bytes filled the batch")
+	}
+}

@@ -58,14 +58,14 @@ func (r *Record) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `,"id":`...)
 	dst = appendString(dst, r.ID)
 	dst = append(dst, `,"time":"`...)
-	dst = r.Time.UTC().AppendFormat(dst, timeLayout)
+	dst = appendTime(dst, r.Time)
 	dst = append(dst, `","source":`...)
 	dst = appendString(dst, r.Source)
 	if r.Type == TypeGap {
 		dst = append(dst, `,"since":"`...)
-		dst = r.Since.UTC().AppendFormat(dst, timeLayout)
+		dst = appendTime(dst, r.Since)
 		dst = append(dst, `","until":"`...)
-		dst = r.Until.UTC().AppendFormat(dst, timeLayout)
+		dst = appendTime(dst, r.Until)
 		dst = append(dst, `","reason":`...)
 		dst = appendString(dst, r.Reason)
 		if r.Dropped > 0 {
@@ -89,7 +89,39 @@ func (r *Record) AppendJSON(dst []byte) []byte {
 	return append(dst, '}')
 }
 
+// appendTime appends t in timeLayout. It is what t.UTC().AppendFormat(dst,
+// timeLayout) appends, in a fifth of the time (BenchmarkRecordAppendJSON):
+// the layout interpreter was the largest part of encoding a record.
+func appendTime(dst []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(dst, timeLayout)
+	}
+	hour, minute, sec := t.Clock()
+	us := t.Nanosecond() / 1000
+	dst = append(dst,
+		byte('0'+year/1000), byte('0'+year/100%10), byte('0'+year/10%10), byte('0'+year%10), '-',
+		byte('0'+month/10), byte('0'+month%10), '-', byte('0'+day/10), byte('0'+day%10), 'T',
+		byte('0'+hour/10), byte('0'+hour%10), ':', byte('0'+minute/10), byte('0'+minute%10), ':',
+		byte('0'+sec/10), byte('0'+sec%10), '.')
+	for d := 100000; d > 0; d /= 10 {
+		dst = append(dst, byte('0'+us/d%10))
+	}
+	return append(dst, 'Z')
+}
+
 const hexDigits = "0123456789abcdef"
+
+// plainASCII marks the bytes appendString copies as they are: printable
+// ASCII except '"' and '\\'. One table load per byte instead of four
+// comparisons halves the time of the common all-ASCII string.
+var plainASCII = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 // appendString appends s as a JSON string. s must be valid UTF-8 (callers
 // check keys; every other field is produced by keyrelay or is a Redis event
@@ -100,11 +132,11 @@ func appendString(dst []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
+		if plainASCII[c] {
+			i++
+			continue
+		}
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
 			dst = append(dst, s[start:i]...)
 			switch c {
 			case '"', '\\':

@@ -181,3 +181,19 @@ func BenchmarkDecode(b *testing.B) {
 		_, _ = Decode("__keyevent@0__:expired", "session:4242424242")
 	}
 }
+
+func TestAppendTimeMatchesLayout(t *testing.T) {
+	times := []time.Time{
+		time.Unix(0, 0), time.Now(), time.Date(2026, 11, 23, 18, 16, 53, 458622999, time.FixedZone("x", -5*3600)),
+		time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC), time.Date(1, 1, 1, 0, 0, 0, 1000, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+	}
+	for i := int64(0); i < 2000; i++ {
+		times = append(times, time.Unix(i*987654321%4102444800, i*7919%1e9))
+	}
+	for _, at := range times {
+		if got, want := string(appendTime(nil, at)), at.UTC().Format(timeLayout); got != want {
+			t.Errorf("appendTime(%v) = %s, want %s", at, got, want)
+		}
+	}
+}

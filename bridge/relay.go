@@ -99,8 +99,7 @@ func (r *Relay) Start() {
 // blocks: a full buffer drops by policy, and the drop is counted and later
 // reported by a gap record. Safe for concurrent use.
 func (r *Relay) Emit(rec Record) {
-	e := &Entry{Record: rec}
-	e.Body = rec.AppendJSON(make([]byte, 0, 160+len(rec.Key)*4/3))
+	e := newEntry(&rec)
 	for _, s := range r.sinks {
 		res := s.queue.Push(e)
 		if res.Dropped > 0 {
@@ -110,6 +109,17 @@ func (r *Relay) Emit(rec Record) {
 			r.overflowGap(s, res.Ended)
 		}
 	}
+}
+
+// newEntry encodes rec into a new Entry: two allocations, the Entry and
+// its body. (One allocation holding both, 512 bytes, measured slower in
+// BenchmarkEmit: it zeroes more and is scanned by the GC.)
+func newEntry(rec *Record) *Entry {
+	// A key of n bytes takes at most 4n/3+4 as base64 and usually n as a
+	// JSON string; control characters (6 bytes escaped) are rare enough to
+	// leave to append.
+	size := 128 + len(rec.Source) + len(rec.Event) + len(rec.Key)*4/3
+	return &Entry{Record: *rec, Body: rec.AppendJSON(make([]byte, 0, size))}
 }
 
 // EmitGap emits a gap record into every sink.
@@ -233,7 +243,7 @@ func (s *sinkRunner) work(ctx context.Context) {
 		if batch == nil {
 			return
 		}
-		if ep := s.queue.EndOverflowIfRoom(); ep != nil {
+		if ep := s.queue.EndOverflowIfDrained(); ep != nil {
 			s.relay.overflowGap(s, ep)
 		}
 		s.deliver(ctx, batch)

@@ -202,3 +202,12 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+func TestNewEntryBody(t *testing.T) {
+	for _, key := range oddKeys {
+		rec := Record{Type: TypeKeyEvent, ID: "01JDQ3S4X4M5Q0S8E6D2C9K1ZB", Time: time.Now(), Source: "h:1", Event: "set", Key: key}
+		if got, want := string(newEntry(&rec).Body), string(rec.AppendJSON(nil)); got != want {
+			t.Errorf("key %q: body %s, want %s", key, got, want)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 )
@@ -260,9 +261,9 @@ func (s *Subscriber) read(ctx context.Context, sess *session) (time.Time, error)
 	if s.cfg.MaxConnectionAge > 0 {
 		expires = lastAlive.Add(s.cfg.MaxConnectionAge)
 	}
-	events := make(map[string]eventCounter) // the reader is one goroutine: no lock
+	st := s.newReadState()
 	for _, e := range sess.early {
-		s.handle(e.msg, e.at, events)
+		s.handle(e.msg, e.at, st)
 	}
 	sess.early = nil
 	rctx := context.WithoutCancel(ctx) // reads continue past ctx's end until the drain completes
@@ -298,7 +299,7 @@ func (s *Subscriber) read(ctx context.Context, sess *session) (time.Time, error)
 		lastAlive, pinged = now, false
 		switch m := msg.(type) {
 		case *redis.Message:
-			s.handle(m, now, events)
+			s.handle(m, now, st)
 		case *redis.Subscription:
 			if m.Kind == "punsubscribe" && m.Count == 0 && ctx.Err() != nil {
 				return now, ctx.Err() // drained: everything published before the stop is in
@@ -312,11 +313,39 @@ func (s *Subscriber) read(ctx context.Context, sess *session) (time.Time, error)
 // stop began.
 const drainTimeout = 3 * time.Second
 
-type eventCounter struct{ c interface{ Inc() } }
+// readState is the reader goroutine's own state (no locks): the received
+// counter of each event name, so that a message costs no label lookup in the
+// metric vector, and the last one, so that a stream of one event costs no
+// map lookup either.
+type readState struct {
+	lastEvent string
+	last      prometheus.Counter
+	events    map[string]prometheus.Counter
+}
+
+func (s *Subscriber) newReadState() *readState {
+	return &readState{events: make(map[string]prometheus.Counter)}
+}
+
+// received returns the counter of notifications received for event.
+func (st *readState) received(m *Metrics, event string) prometheus.Counter {
+	if st.last != nil && event == st.lastEvent {
+		return st.last
+	}
+	c, ok := st.events[event]
+	if !ok {
+		c = m.Received.WithLabelValues(event)
+		if len(st.events) < 1000 { // bounded: module events could name anything
+			st.events[event] = c
+		}
+	}
+	st.lastEvent, st.last = event, c
+	return c
+}
 
 // handle decodes one message and emits its record. It runs on the reader
 // goroutine: it must never block.
-func (s *Subscriber) handle(m *redis.Message, now time.Time, events map[string]eventCounter) {
+func (s *Subscriber) handle(m *redis.Message, now time.Time, st *readState) {
 	n, err := Decode(m.Channel, m.Payload)
 	if err != nil {
 		s.metrics.Undecodable.Inc()
@@ -328,14 +357,7 @@ func (s *Subscriber) handle(m *redis.Message, now time.Time, events map[string]e
 		s.metrics.Ignored.Inc()
 		return
 	}
-	ec, ok := events[n.Event]
-	if !ok {
-		ec = eventCounter{s.metrics.Received.WithLabelValues(n.Event)}
-		if len(events) < 1000 { // bounded: module events could name anything
-			events[n.Event] = ec
-		}
-	}
-	ec.c.Inc()
+	st.received(s.metrics, n.Event).Inc()
 	s.relay.Emit(Record{Type: TypeKeyEvent, ID: s.relay.ids.New(now), Time: now,
 		Source: s.cfg.Source, DB: n.DB, Event: n.Event, Key: n.Key})
 }

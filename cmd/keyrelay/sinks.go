@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	awssns "github.com/aws/aws-sdk-go-v2/service/sns"
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -32,7 +34,13 @@ func buildSinks(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logge
 		if awsCfg == nil {
 			// The SDK's standard chain: AWS_REGION, AWS_PROFILE, the task
 			// role, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SQS/_SNS, …
-			c, err := awsconfig.LoadDefaultConfig(ctx)
+			// One idle connection per batch in flight, so that every send
+			// reuses a connection (the SDK keeps 10 per host by default;
+			// KEYRELAY_SINK_MAX_IN_FLIGHT may be up to 64).
+			httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
+				t.MaxIdleConnsPerHost = max(t.MaxIdleConnsPerHost, cfg.MaxInFlight)
+			})
+			c, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithHTTPClient(httpClient))
 			if err != nil {
 				return nil, fmt.Errorf("aws configuration: %w", err)
 			}

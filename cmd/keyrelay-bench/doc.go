@@ -1,0 +1,67 @@
+// Command keyrelay-bench is keyrelay's performance harness (`make bench`).
+//
+// It measures the real daemon (bin/keyrelay, built by `make build`) as a
+// subprocess against servers it starts itself on free loopback ports: a
+// redis-server with `notify-keyspace-events E$` (every SET publishes one
+// `set` event on __keyevent@<db>__:set) and, for the SQS runs, the fauxqs
+// emulator behind a counting reverse proxy. In every run `redis-cli
+// psubscribe '__keyevent@*__:*'` is subscribed as well, as the reference
+// for what a plain subscriber receives on the same server at the same time.
+//
+// Runs (each with a fresh redis-server, keyrelay and, where used, fauxqs):
+//
+//   - stdout, full speed: `redis-benchmark -t set -P 64 -n N -r N` as fast as
+//     the server goes; keyrelay's stdout is a pipe whose lines the harness
+//     counts.
+//   - stdout, fixed rates (-rates, each for -rate-duration): a paced writer
+//     (go-redis pipelines, one batch per millisecond) writes keys
+//     lat:<unix ns of the write>; the harness timestamps each line when it
+//     reads it from keyrelay's stdout, so latency is write → record
+//     available in the sink. Default settings.
+//   - sqs, full speed: as above through the SQS sink; the buffer is raised
+//     to hold the whole run (-sqs-buffer), because fauxqs accepts messages
+//     far slower than Redis publishes them.
+//   - sqs packed: the same with KEYRELAY_PACK=-pack, when the binary
+//     supports it (`keyrelay help` lists KEYRELAY_PACK).
+//   - sqs outage: a steady -outage-rate stream with default settings while
+//     the proxy answers 503 for -outage-for: keyrelay buffers up to
+//     KEYRELAY_BUFFER_RECORDS, drops the rest (counted, one overflow gap
+//     record) and delivers the buffer when the sink is back; the peak RSS
+//     shows the memory stays bounded.
+//
+// Figures, one row per subscriber per run:
+//
+//   - published: `cmdstat_set` calls (INFO commandstats, reset before the
+//     run): one notification per SET.
+//   - received: keyrelay_notifications_received_total, or the messages
+//     redis-cli printed.
+//   - delivered: keyrelay_records_delivered_total; for stdout also the
+//     lines counted on the pipe (they must agree), for SQS the messages in
+//     the queue (unpacked runs).
+//   - lost: published − delivered (keyrelay) or published − received
+//     (redis-cli); dropped: records keyrelay dropped and reported in a gap
+//     record (keyrelay_records_dropped_total).
+//   - disc: server disconnects of the subscriber: INFO stats
+//     client_output_buffer_limit_disconnections, plus the clients the
+//     server log says it closed for the output buffer limit, plus
+//     keyrelay_subscription_reconnects_total. max omem: the largest output
+//     buffer Redis held for the subscriber (CLIENT LIST, sampled every
+//     100 ms; the pubsub hard limit is 32 MiB).
+//   - ev/s: delivered ÷ (last delivery − first write); pub ev/s: the
+//     writer's rate.
+//   - p50/p99: write → line read from keyrelay's stdout (stdout rate runs).
+//   - RSS: keyrelay's VmHWM (peak resident set). CPU: utime+stime of
+//     keyrelay and fauxqs over the run, in seconds.
+//   - reqs, billed/M: SendMessageBatch requests through the proxy, and
+//     billed requests per million delivered events, where each 64 KiB of a
+//     request body counts as one billed request (SQS bills each 64 KiB
+//     chunk of a request's payload; the body is a slight overestimate).
+//
+// Usage:
+//
+//	go run ./cmd/keyrelay-bench -n 1000000        # what `make bench` runs
+//	go run ./cmd/keyrelay-bench -n 100000 -runs stdout,rate
+//
+// It stops everything it started on success, on failure and on Ctrl-C
+// (children also get SIGKILL if the harness itself dies).
+package main

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	bin          string
+	n            int
+	runs         map[string]bool
+	rates        []int
+	rateDuration time.Duration
+	sqsBuffer    int
+	sqsInFlight  []int
+	pack         string
+	outageRate   int
+	outageFor    time.Duration
+	outageTotal  time.Duration
+	stall        time.Duration
+	keep         bool
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "keyrelay-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("keyrelay-bench", flag.ContinueOnError)
+	var o options
+	var runs, rates string
+	fs.StringVar(&o.bin, "bin", "bin/keyrelay", "the keyrelay binary (make build)")
+	fs.IntVar(&o.n, "n", 1000000, "notifications per full-speed run")
+	fs.StringVar(&runs, "runs", "stdout,rate,sqs,pack,outage", "runs: stdout (full speed), rate (fixed rates, latency), sqs (full speed), pack (sqs with KEYRELAY_PACK), outage (sqs outage)")
+	fs.StringVar(&rates, "rates", "10000,100000", "events/s of the fixed-rate runs")
+	fs.DurationVar(&o.rateDuration, "rate-duration", 10*time.Second, "length of each fixed-rate run")
+	fs.IntVar(&o.sqsBuffer, "sqs-buffer", 0, "KEYRELAY_BUFFER_RECORDS for the full-speed SQS runs (0: n+1000, so nothing overflows while fauxqs is slower than Redis)")
+	var inFlight string
+	fs.StringVar(&inFlight, "sqs-in-flight", "4,16", "KEYRELAY_SINK_MAX_IN_FLIGHT of the unpacked full-speed SQS runs, one run each (4 is the default)")
+	fs.StringVar(&o.pack, "pack", "ndjson", "KEYRELAY_PACK value of the packed SQS run")
+	fs.IntVar(&o.outageRate, "outage-rate", 10000, "events/s during the outage run")
+	fs.DurationVar(&o.outageFor, "outage-for", 12*time.Second, "how long the SQS endpoint answers 503 in the outage run")
+	fs.DurationVar(&o.outageTotal, "outage-total", 25*time.Second, "length of the outage run's stream (the outage starts after 5 s)")
+	fs.DurationVar(&o.stall, "stall", 15*time.Second, "give up on a run when nothing progresses for this long")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (server and keyrelay logs)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	o.runs = map[string]bool{}
+	for _, r := range strings.Split(runs, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			o.runs[r] = true
+		}
+	}
+	for _, r := range strings.Split(rates, ",") {
+		if r = strings.TrimSpace(r); r == "" {
+			continue
+		}
+		v, err := strconv.Atoi(r)
+		if err != nil || v <= 0 {
+			return fmt.Errorf("-rates: %q is not a positive number", r)
+		}
+		o.rates = append(o.rates, v)
+	}
+	for _, v := range strings.Split(inFlight, ",") {
+		if v = strings.TrimSpace(v); v == "" {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 64 {
+			return fmt.Errorf("-sqs-in-flight: %q is not 1 to 64", v)
+		}
+		o.sqsInFlight = append(o.sqsInFlight, n)
+	}
+	if o.sqsBuffer == 0 {
+		o.sqsBuffer = o.n + 1000
+	}
+	for _, tool := range []string{"redis-server", "redis-cli", "redis-benchmark"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s is not installed (make deps installs it): %w", tool, err)
+		}
+	}
+	if _, err := os.Stat(o.bin); err != nil {
+		return fmt.Errorf("%s: %w (run make build)", o.bin, err)
+	}
+
+	dir, err := os.MkdirTemp("", "keyrelay-bench-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Fprintln(stderr, "# logs in", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	fmt.Fprintln(stdout, machine(ctx, o.bin))
+
+	h := &harness{o: o, dir: dir, log: stderr}
+	var results []*result
+	var errs []error
+	do := func(name string, f func(context.Context) ([]*result, error)) {
+		if ctx.Err() != nil {
+			return
+		}
+		fmt.Fprintf(stderr, "# run: %s\n", name)
+		rs, err := f(ctx)
+		results = append(results, rs...)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			fmt.Fprintf(stderr, "# %s failed: %v\n", name, err)
+		}
+	}
+	if o.runs["stdout"] {
+		do("stdout full speed", h.stdoutFull)
+	}
+	if o.runs["rate"] {
+		for _, rate := range o.rates {
+			do(fmt.Sprintf("stdout %d/s", rate), func(ctx context.Context) ([]*result, error) { return h.stdoutRate(ctx, rate) })
+		}
+	}
+	if o.runs["sqs"] {
+		for _, n := range o.sqsInFlight {
+			do(fmt.Sprintf("sqs full speed, %d in flight", n), func(ctx context.Context) ([]*result, error) { return h.sqsFull(ctx, "", n) })
+		}
+	}
+	if o.runs["pack"] {
+		if !supportsPack(ctx, o.bin) {
+			fmt.Fprintf(stderr, "# %s has no KEYRELAY_PACK: packed run skipped\n", o.bin)
+		} else {
+			do("sqs packed full speed", func(ctx context.Context) ([]*result, error) { return h.sqsFull(ctx, o.pack, 0) })
+		}
+	}
+	if o.runs["outage"] {
+		do("sqs outage", h.sqsOutage)
+	}
+	printTable(stdout, results)
+	if ctx.Err() != nil {
+		errs = append(errs, errors.New("interrupted"))
+	}
+	return errors.Join(errs...)
+}
+
+// supportsPack reports whether the binary knows KEYRELAY_PACK.
+func supportsPack(ctx context.Context, bin string) bool {
+	out, _ := exec.CommandContext(ctx, bin, "help").CombinedOutput()
+	return strings.Contains(string(out), "KEYRELAY_PACK")
+}
+
+// machine describes where the figures come from.
+func machine(ctx context.Context, bin string) string {
+	cpu := "unknown"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	mem := "unknown"
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		f := strings.Fields(string(b))
+		if len(f) > 1 {
+			if kb, err := strconv.Atoi(f[1]); err == nil {
+				mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+			}
+		}
+	}
+	first := func(name string, args ...string) string {
+		out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+		if err != nil {
+			return "unknown"
+		}
+		return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	}
+	fauxqs := "not installed"
+	if bin, err := fauxqsVersion(); err == nil {
+		fauxqs = bin
+	}
+	load, _ := os.ReadFile("/proc/loadavg")
+	return fmt.Sprintf("# machine: %d CPUs (%s), %s RAM, %s, %s\n# keyrelay: %s\n# fauxqs %s, node %s\n# load average before: %s",
+		runtime.NumCPU(), cpu, mem, runtime.Version(), first("redis-server", "--version"),
+		first(bin, "version"), fauxqs, first("node", "--version"), strings.TrimSpace(string(load)))
+}
