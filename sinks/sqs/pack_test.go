@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -77,29 +76,11 @@ func costRecords(n int) []bridge.Record {
 // shuts it down once everything is delivered.
 func relayAll(t *testing.T, s bridge.Sink, recs []bridge.Record) *bridge.Metrics {
 	t.Helper()
-	m := bridge.NewMetrics(nil)
-	r := bridge.NewRelay(bridge.RelayConfig{
+	return awsbatchtest.DeliverWith(t, s, recs, bridge.RelayConfig{
 		BufferRecords: len(recs) + 10, BufferBytes: 1 << 30, Overflow: bridge.DropNewest,
 		Linger: 20 * time.Millisecond, RetryInitial: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond,
 		Source: "127.0.0.1:6379",
-	}, []bridge.Sink{s}, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})), m)
-	r.Start()
-	for _, rec := range recs {
-		r.Emit(rec)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := r.Shutdown(ctx); err != nil {
-		t.Errorf("relay shutdown: %v", err)
-	}
-	return m
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Logf("%s", p)
-	return len(p), nil
+	}, 2*time.Minute)
 }
 
 // TestPackedFauxqs runs the packing sink against fauxqs: the sink contract

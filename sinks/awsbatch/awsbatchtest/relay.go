@@ -32,17 +32,25 @@ func Body(rec bridge.Record) string { return string(rec.AppendJSON(nil)) }
 // returns the relay's metrics.
 func Deliver(t testing.TB, s bridge.Sink, recs []bridge.Record) *bridge.Metrics {
 	t.Helper()
-	m := bridge.NewMetrics(nil)
-	r := bridge.NewRelay(bridge.RelayConfig{
+	return DeliverWith(t, s, recs, bridge.RelayConfig{
 		BufferRecords: 1000, BufferBytes: 1 << 20, Overflow: bridge.DropNewest,
 		Linger: time.Second, RetryInitial: 5 * time.Millisecond, RetryMax: 20 * time.Millisecond,
 		Source: "127.0.0.1:6379",
-	}, []bridge.Sink{s}, slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})), m)
+	}, 20*time.Second)
+}
+
+// DeliverWith is Deliver with the relay's configuration and the shutdown
+// deadline chosen by the caller.
+func DeliverWith(t testing.TB, s bridge.Sink, recs []bridge.Record, cfg bridge.RelayConfig, deadline time.Duration) *bridge.Metrics {
+	t.Helper()
+	m := bridge.NewMetrics(nil)
+	r := bridge.NewRelay(cfg, []bridge.Sink{s},
+		slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})), m)
 	r.Start()
 	for _, rec := range recs {
 		r.Emit(rec)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
 	if err := r.Shutdown(ctx); err != nil {
 		t.Errorf("relay shutdown: %v", err)
