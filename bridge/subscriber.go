@@ -150,6 +150,12 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		switch {
 		case errors.Is(err, errFailover):
 			reason = GapFailover
+			// Events may have been missed (or arrived replica-flavoured,
+			// del for expired) since the node was last known to be the
+			// endpoint's primary, which may be before the last message.
+			if v := time.Unix(0, sess.verified.Load()); v.Before(lastAlive) {
+				lastAlive = v
+			}
 		case errors.Is(err, errPlanned):
 			reason = GapPlanned
 		}
@@ -165,6 +171,9 @@ type session struct {
 	cancel context.CancelFunc
 	moved  chan struct{} // closed by the failover watcher, after setting why
 	why    error         // wraps errFailover; read only after moved is closed
+	// verified is when the endpoint last named this node as its primary
+	// (unix nanoseconds): a failover happened after it.
+	verified atomic.Int64
 	// early holds messages that arrived before every pattern was
 	// confirmed; read handles them first.
 	early []earlyMessage
@@ -228,6 +237,7 @@ func (s *Subscriber) connect(ctx context.Context) (*session, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	sess := &session{client: client, pubsub: ps, nodeID: nodeID, cancel: cancel,
 		moved: make(chan struct{}), early: early}
+	sess.verified.Store(time.Now().UnixNano()) // OnConnect checked it is a primary
 	// On shutdown, drain instead of dropping the connection: PUNSUBSCRIBE is
 	// answered after every message Redis already queued for us, so reading
 	// up to its confirmation receives everything published before the
@@ -372,6 +382,7 @@ func (s *Subscriber) watchFailover(ctx context.Context, sess *session) {
 		if !sleepCtx(ctx, s.cfg.FailoverInterval+jitter) {
 			return
 		}
+		probed := time.Now() // the node was the primary at some moment after this
 		id, role, err := s.probe(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -393,6 +404,9 @@ func (s *Subscriber) watchFailover(ctx context.Context, sess *session) {
 			s.log.Warn("failover: the subscribed node is no longer a primary, leaving it",
 				"node_id", sess.nodeID, "role", role)
 		default:
+			if id == sess.nodeID {
+				sess.verified.Store(probed.UnixNano())
+			}
 			continue
 		}
 		close(sess.moved)

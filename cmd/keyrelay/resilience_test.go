@@ -435,10 +435,19 @@ func TestResilienceFailover(t *testing.T) {
 	replicaOf(t, b.Client(0), nil)
 	control := watchDels(t, a.Client(0))
 	replicaOf(t, a.Client(0), b)
+	demoted := time.Now()
 	fwd.SetTarget(b.Addr)
 
 	d.waitLog("failover:", 10*time.Second)
 	checkAfterFailover(t, a, b, d, control, "after:")
+	// The gap starts no later than the demotion: from the last moment the
+	// endpoint was known to name A as its primary.
+	for _, g := range ofType(d.records(), "gap") {
+		since, err := time.Parse(time.RFC3339Nano, g.Since)
+		if err != nil || since.After(demoted) {
+			t.Errorf("failover gap since %s (%v), after the demotion at %s", g.Since, err, demoted.UTC().Format(time.RFC3339Nano))
+		}
+	}
 	waitUntil(t, 10*time.Second, "no connection left open to the old node", func() bool { return fwd.Conns()[a.Addr] == 0 })
 }
 
