@@ -53,7 +53,7 @@ func buildSinks(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logge
 		case stdout.Name:
 			sinks = append(sinks, stdout.New(out))
 		case sqs.Name, sns.Name:
-			s, err := buildAWSSink(ctx, name, cfg, loadAWS)
+			s, err := buildAWSSink(name, cfg, loadAWS, log)
 			if err != nil {
 				errs = append(errs, err) // names the sink, the target and what to fix
 				continue
@@ -67,7 +67,11 @@ func buildSinks(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logge
 	return sinks, errors.Join(errs...)
 }
 
-func buildAWSSink(ctx context.Context, name string, cfg *Config, loadAWS func() (*aws.Config, error)) (bridge.Sink, error) {
+// buildAWSSink builds the sqs or sns sink. It does no I/O that can fail: a
+// target that cannot be read yet is retried in the background (the sink's
+// Healthy reports it, its log lines explain it), and `keyrelay check`
+// reports it at once.
+func buildAWSSink(name string, cfg *Config, loadAWS func() (*aws.Config, error), log *slog.Logger) (bridge.Sink, error) {
 	awsCfg, err := loadAWS()
 	if err != nil {
 		return nil, err
@@ -80,26 +84,23 @@ func buildAWSSink(ctx context.Context, name string, cfg *Config, loadAWS func() 
 	if err != nil {
 		return nil, fmt.Errorf("KEYRELAY_PACK=%q: %w", cfg.Pack, err) // validated already
 	}
-	if name == sqs.Name {
-		return sqs.New(ctx, sqs.Options{
-			Client: awssqs.NewFromConfig(*awsCfg, func(o *awssqs.Options) {
-				o.Region = regionOr(o.Region, sqsURLRegion(cfg.SQSQueueURL))
-			}),
-			QueueURL:    cfg.SQSQueueURL,
-			GroupBy:     groupBy,
-			MaxInFlight: cfg.MaxInFlight,
-			Pack:        pack,
-		})
-	}
-	return sns.New(ctx, sns.Options{
-		Client: awssns.NewFromConfig(*awsCfg, func(o *awssns.Options) {
-			o.Region = regionOr(o.Region, arnRegion(cfg.SNSTopicARN))
-		}),
-		TopicARN:    cfg.SNSTopicARN,
+	opt := awsbatch.Options{
 		GroupBy:     groupBy,
 		MaxInFlight: cfg.MaxInFlight,
 		Pack:        pack,
-	})
+		// The attributes are read with the back-off records are retried with.
+		ReadRetryInitial: cfg.RetryInitial,
+		ReadRetryMax:     cfg.RetryMax,
+		Log:              log,
+	}
+	if name == sqs.Name {
+		return sqs.New(awssqs.NewFromConfig(*awsCfg, func(o *awssqs.Options) {
+			o.Region = regionOr(o.Region, sqsURLRegion(cfg.SQSQueueURL))
+		}), cfg.SQSQueueURL, opt)
+	}
+	return sns.New(awssns.NewFromConfig(*awsCfg, func(o *awssns.Options) {
+		o.Region = regionOr(o.Region, arnRegion(cfg.SNSTopicARN))
+	}), cfg.SNSTopicARN, opt)
 }
 
 // regionOr returns region, or else the target's own region: without

@@ -48,15 +48,23 @@ func TestAttributesAndEntrySize(t *testing.T) {
 	}
 }
 
-func TestBatchResult(t *testing.T) {
-	err := BatchResult("sqs", 5, []string{"0", "2"}, []Failure{
+// batchResult is batchFailures as a Publish returns it.
+func batchResult(service string, n int, succeeded []string, failed []Failure) error {
+	if f := batchFailures(service, n, succeeded, failed); len(f) > 0 {
+		return &bridge.PartialError{Failed: f}
+	}
+	return nil
+}
+
+func TestBatchFailures(t *testing.T) {
+	err := batchResult("sqs", 5, []string{"0", "2"}, []Failure{
 		{ID: "1", Code: "InternalError", Message: "boom", SenderFault: false},
 		{ID: "3", Code: "InvalidMessageContents", Message: "bad", SenderFault: true},
 		{ID: "99", Code: "X"}, // not ours: ignored
 	})
 	var pe *bridge.PartialError
 	if !errors.As(err, &pe) {
-		t.Fatalf("BatchResult = %v, want a partial error", err)
+		t.Fatalf("batchFailures = %v, want failures", err)
 	}
 	got := map[int]bool{} // index -> permanent
 	for _, f := range pe.Failed {
@@ -71,11 +79,11 @@ func TestBatchResult(t *testing.T) {
 		t.Errorf("entry error %v does not carry code and message", pe.Failed[1].Err)
 	}
 
-	if err := BatchResult("sns", 3, []string{"0", "1", "2"}, nil); err != nil {
+	if err := batchResult("sns", 3, []string{"0", "1", "2"}, nil); err != nil {
 		t.Errorf("all successful: %v", err)
 	}
 	// Throttling and KMS codes describe the target: retried even as sender faults.
-	err = BatchResult("sqs", 2, nil, []Failure{{ID: "0", Code: "KmsThrottled", SenderFault: true}, {ID: "1", Code: "Throttled", SenderFault: true}})
+	err = batchResult("sqs", 2, nil, []Failure{{ID: "0", Code: "KmsThrottled", SenderFault: true}, {ID: "1", Code: "Throttled", SenderFault: true}})
 	if !errors.As(err, &pe) || len(pe.Failed) != 2 || bridge.IsPermanent(pe.Failed[0].Err) || bridge.IsPermanent(pe.Failed[1].Err) {
 		t.Errorf("throttled sender faults: %v, want both retryable", err)
 	}
@@ -104,7 +112,7 @@ func TestRequestError(t *testing.T) {
 		{api("TooManyEntriesInBatchRequest"), true},
 		{api("InvalidParameter"), true},
 	} {
-		err := RequestError("sqs", "SendMessageBatch", tc.err)
+		err := requestError("sqs", "SendMessageBatch", tc.err)
 		if bridge.IsPermanent(err) != tc.permanent {
 			t.Errorf("%v: permanent = %v, want %v", tc.err, !tc.permanent, tc.permanent)
 		}

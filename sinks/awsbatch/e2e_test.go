@@ -88,19 +88,19 @@ func TestEndToEnd(t *testing.T) {
 	topicARN, topicQueue := awsbatchtest.CreateTopicToQueue(t, sqsc, snsc, awsbatchtest.UniqueName("e2e", false))
 	fifoTopicARN, fifoTopicQueue := awsbatchtest.CreateTopicToQueue(t, sqsc, snsc, awsbatchtest.UniqueName("e2e", true))
 
-	sqsStd, err := sqs.New(ctx, sqs.Options{Client: sqsc, QueueURL: stdURL, MaxInFlight: 4})
+	sqsStd, err := sqs.New(sqsc, stdURL, awsbatch.Options{MaxInFlight: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sqsFIFO, err := sqs.New(ctx, sqs.Options{Client: sqsc, QueueURL: fifoURL, MaxInFlight: 4})
+	sqsFIFO, err := sqs.New(sqsc, fifoURL, awsbatch.Options{MaxInFlight: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
-	snsStd, err := sns.New(ctx, sns.Options{Client: snsc, TopicARN: topicARN, MaxInFlight: 4})
+	snsStd, err := sns.New(snsc, topicARN, awsbatch.Options{MaxInFlight: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
-	snsFIFO, err := sns.New(ctx, sns.Options{Client: snsc, TopicARN: fifoTopicARN})
+	snsFIFO, err := sns.New(snsc, fifoTopicARN, awsbatch.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,14 +59,14 @@ var badRequestCodes = map[string]bool{
 	"ValidationException":          true,
 }
 
-// RequestError classifies the error of a whole batch request. Errors about
+// requestError classifies the error of a whole batch request. Errors about
 // the request's own content (badRequestCodes) are Permanent. Everything else
 // is retryable: throttling (including SNS Throttled and SQS KmsThrottled,
 // which the SDK does not retry by default), 5xx, transport errors and
 // timeouts, and also missing permissions, a missing queue or topic and KMS
 // key problems, because the operator can fix those while keyrelay runs and a
 // permanent refusal would throw away every record meanwhile.
-func RequestError(service, op string, err error) error {
+func requestError(service, op string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -78,9 +78,9 @@ func RequestError(service, op string, err error) error {
 	return err
 }
 
-// AttemptContext bounds one request by timeout (DefaultAttemptTimeout when
+// attemptContext bounds one request by timeout (DefaultAttemptTimeout when
 // not positive).
-func AttemptContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+func attemptContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
 	if timeout <= 0 {
 		timeout = DefaultAttemptTimeout
 	}
@@ -94,10 +94,11 @@ func IsAccessDenied(err error) bool {
 	return strings.Contains(code, "AccessDenied") || code == "AuthorizationError"
 }
 
-// ExplainCheck turns the error of a `keyrelay check` request into an
-// operator's sentence: a missing permission names the IAM action and the
-// resource; other errors pass through with their code.
-func ExplainCheck(err error, action, resource, notFound string, isNotFound func(error) bool) error {
+// explainCheck turns the error of a request about the target (`keyrelay
+// check`, reading its attributes) into an operator's sentence: a missing
+// permission names the IAM action and the resource; other errors pass
+// through with their code.
+func explainCheck(err error, action, resource, notFound string, isNotFound func(error) bool) error {
 	switch {
 	case err == nil:
 		return nil

@@ -2,7 +2,6 @@ package awsbatch
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 
@@ -67,7 +66,7 @@ const (
 // messages' worth, which ten messages always hold however the record sizes
 // fall (two consecutive messages of one group hold more than one message's
 // worth). With records of many (type, event, db) groups in one batch, Pack
-// may still need more than ten messages; PublishPacked then sends more than
+// may still need more than ten messages; Sink.Publish then sends more than
 // one request.
 func PackedLimits(msgCap, reqCap, maxInFlight int) bridge.Limits {
 	maxEntry := msgCap - min(packMessageReserve, msgCap/8)
@@ -84,21 +83,14 @@ func PackedLimits(msgCap, reqCap, maxInFlight int) bridge.Limits {
 // and a newline. Attributes belong to the message, not the record.
 func PackedEntrySize(e *bridge.Entry) int { return len(e.Body) + 1 }
 
-// PackedMessage is one message of a packed batch.
-type PackedMessage struct {
-	Entries []int       // indexes of its records in the batch, in batch order
-	Body    []byte      // the records' bodies joined by "\n"
-	Attrs   []Attribute // the attributes every record in it shares, and count
-	Size    int         // len(Body) plus attribute names, types and values
-}
-
 type packKey struct {
 	typ, event string
 	db         int
 }
 
 // Pack packs batch into messages and the messages into requests of at most
-// MaxBatchEntries messages and reqCap bytes. Records are grouped by their
+// MaxBatchEntries messages and reqCap bytes (one request for a batch shaped
+// by PackedLimits, unless its records fall into many groups). Records are grouped by their
 // message attributes (type, event, db), so a packed message carries exactly
 // the attributes of each of its records plus count, and filter policies on
 // them select the same records as without packing. Within a group records
@@ -106,8 +98,8 @@ type packKey struct {
 //
 // Entries that cannot be packed are returned as permanent failures: a body
 // with a newline (never produced by bridge.Record.AppendJSON) and a record
-// whose message alone exceeds msgCap.
-func Pack(batch []*bridge.Entry, msgCap, reqCap int) (requests [][]PackedMessage, refused []bridge.EntryError) {
+// whose message alone exceeds msgCap (a *TooLargeError).
+func Pack(batch []*bridge.Entry, msgCap, reqCap int) (requests [][]Message, refused []bridge.EntryError) {
 	var order []packKey
 	groups := map[packKey][]int{}
 	for i, e := range batch {
@@ -126,7 +118,7 @@ func Pack(batch []*bridge.Entry, msgCap, reqCap int) (requests [][]PackedMessage
 		groups[k] = append(groups[k], i)
 	}
 
-	var msgs []PackedMessage
+	var msgs []Message
 	for _, k := range order {
 		idx := groups[k]
 		base := Attributes(&batch[idx[0]].Record)
@@ -152,7 +144,7 @@ func Pack(batch []*bridge.Entry, msgCap, reqCap int) (requests [][]PackedMessage
 			}
 			attrs := append(append(make([]Attribute, 0, len(base)+1), base...),
 				Attribute{AttrCount, TypeNumber, fmt.Sprint(len(cur))})
-			msgs = append(msgs, PackedMessage{Entries: cur, Body: body, Attrs: attrs, Size: size(len(body), len(cur))})
+			msgs = append(msgs, Message{Entries: cur, Body: body, Attrs: attrs, Size: size(len(body), len(cur))})
 			cur, bodyLen = nil, 0
 		}
 		for _, i := range idx {
@@ -161,8 +153,7 @@ func Pack(batch []*bridge.Entry, msgCap, reqCap int) (requests [][]PackedMessage
 				flush()
 			}
 			if len(cur) == 0 && size(n, 1) > msgCap {
-				refused = append(refused, bridge.EntryError{Index: i, Err: bridge.Permanent(fmt.Errorf(
-					"record is %d bytes with its message attributes, the target accepts at most %d", size(n, 1), msgCap))})
+				refused = append(refused, bridge.EntryError{Index: i, Err: bridge.Permanent(&TooLargeError{Size: size(n, 1), Max: msgCap})})
 				continue
 			}
 			if len(cur) > 0 {
@@ -174,20 +165,7 @@ func Pack(batch []*bridge.Entry, msgCap, reqCap int) (requests [][]PackedMessage
 		flush()
 	}
 
-	var req []PackedMessage
-	reqSize := 0
-	for _, m := range msgs {
-		if len(req) > 0 && (len(req) == MaxBatchEntries || reqSize+m.Size > reqCap) {
-			requests = append(requests, req)
-			req, reqSize = nil, 0
-		}
-		req = append(req, m)
-		reqSize += m.Size
-	}
-	if len(req) > 0 {
-		requests = append(requests, req)
-	}
-	return requests, refused
+	return chunk(msgs, reqCap), refused
 }
 
 // Unpack splits a packed message body into its records' bodies, skipping
@@ -200,48 +178,4 @@ func Unpack(body []byte) [][]byte {
 		}
 	}
 	return out
-}
-
-// SendFunc sends one batch request holding msgs, message i with batch entry
-// Id EntryID(i), and returns the Ids of the response's Successful list and
-// its Failed entries, or the request's error classified by RequestError.
-type SendFunc func(ctx context.Context, msgs []PackedMessage) (succeeded []string, failed []Failure, err error)
-
-// PublishPacked implements bridge.Sink.Publish for a packing sink: it packs
-// batch (Pack) and sends each request with send, normally exactly one. It
-// maps every message's outcome onto its records: all records of a failed
-// message fail with that message's error, permanent when the message was
-// refused as the sender's fault (every record of it is then rejected: a
-// packed message holds only records keyrelay encoded and sized, so such a
-// refusal is about the message or the target, not one record). A failed
-// request fails each of its records; when the batch was one request, its
-// error is returned as is.
-func PublishPacked(ctx context.Context, service string, batch []*bridge.Entry, msgCap, reqCap int, send SendFunc) error {
-	if len(batch) == 0 {
-		return nil
-	}
-	requests, failed := Pack(batch, msgCap, reqCap)
-	for _, msgs := range requests {
-		succeeded, fails, err := send(ctx, msgs)
-		if err != nil {
-			if len(requests) == 1 && len(failed) == 0 {
-				return err
-			}
-			for _, m := range msgs {
-				for _, i := range m.Entries {
-					failed = append(failed, bridge.EntryError{Index: i, Err: err})
-				}
-			}
-			continue
-		}
-		for _, f := range batchFailures(service, len(msgs), succeeded, fails) {
-			for _, i := range msgs[f.Index].Entries {
-				failed = append(failed, bridge.EntryError{Index: i, Err: f.Err})
-			}
-		}
-	}
-	if len(failed) == 0 {
-		return nil
-	}
-	return &bridge.PartialError{Failed: failed}
 }

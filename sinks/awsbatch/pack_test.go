@@ -2,8 +2,6 @@ package awsbatch
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -151,48 +149,6 @@ func TestPackRefuses(t *testing.T) {
 	if len(refused) != 2 || refused[0].Index != 1 || refused[1].Index != 2 ||
 		!bridge.IsPermanent(refused[0].Err) || !bridge.IsPermanent(refused[1].Err) {
 		t.Errorf("refused %+v, want entries 1 and 2, permanent", refused)
-	}
-}
-
-// TestPublishPacked maps message outcomes onto entries: all entries of a
-// failed message fail with its error (permanent for a sender fault), the
-// entries of a successful one are not listed, and a failed single request
-// comes back as its own error.
-func TestPublishPacked(t *testing.T) {
-	batch := packEntries(30, func(i int) string { return fmt.Sprint("k", i) }) // 6 groups: event × db
-	var sent [][]PackedMessage
-	err := PublishPacked(context.Background(), "sqs", batch, 1<<20, 1<<20,
-		func(_ context.Context, msgs []PackedMessage) ([]string, []Failure, error) {
-			sent = append(sent, msgs)
-			return []string{"0", "2", "3", "4"}, []Failure{
-				{ID: "1", Code: "InternalError", SenderFault: false},
-				{ID: "5", Code: "InvalidParameterValue", SenderFault: true},
-			}, nil
-		})
-	var pe *bridge.PartialError
-	if !errors.As(err, &pe) || len(sent) != 1 || len(sent[0]) != 6 {
-		t.Fatalf("PublishPacked = %v after %d requests", err, len(sent))
-	}
-	want := map[int]bool{}
-	for _, i := range sent[0][1].Entries {
-		want[i] = false
-	}
-	for _, i := range sent[0][5].Entries {
-		want[i] = true
-	}
-	got := map[int]bool{}
-	for _, f := range pe.Failed {
-		got[f.Index] = bridge.IsPermanent(f.Err)
-	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("failed entries (index: permanent) %v, want %v", got, want)
-	}
-
-	reqErr := errors.New("throttled")
-	err = PublishPacked(context.Background(), "sqs", batch, 1<<20, 1<<20,
-		func(context.Context, []PackedMessage) ([]string, []Failure, error) { return nil, nil, reqErr })
-	if err != reqErr {
-		t.Errorf("failed request: %v, want its error", err)
 	}
 }
 

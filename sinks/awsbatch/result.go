@@ -58,22 +58,13 @@ func entryRetryable(f Failure) bool {
 	return !f.SenderFault || retryableEntryCodes[code] || strings.HasPrefix(code, "kms")
 }
 
-// BatchResult maps a batch response onto the bridge contract. n is the
+// batchFailures maps a batch response onto the bridge contract. n is the
 // number of entries sent (ids EntryID(0) … EntryID(n-1)); succeeded are the
-// Ids of the Successful list. It returns nil when every entry succeeded, or a
-// *bridge.PartialError listing the failed ones: a sender-fault failure is
-// Permanent (the entry is refused for good), anything else is retryable. An
-// entry the response names in neither list is reported as a retryable
-// failure: at least once beats silently assuming delivery.
-func BatchResult(service string, n int, succeeded []string, failed []Failure) error {
-	if f := batchFailures(service, n, succeeded, failed); len(f) > 0 {
-		return &bridge.PartialError{Failed: f}
-	}
-	return nil
-}
-
-// batchFailures is BatchResult's list of failed entries (indexes are entry
-// Ids), empty when every entry succeeded.
+// Ids of the Successful list. It returns the failed entries, none when every
+// entry succeeded: a sender-fault failure is Permanent (the entry is refused
+// for good) unless its code describes the target (throttling, KMS), anything
+// else is retryable. An entry the response names in neither list is reported
+// as a retryable failure: at least once beats silently assuming delivery.
 func batchFailures(service string, n int, succeeded []string, failed []Failure) []bridge.EntryError {
 	state := make([]byte, n) // 0 unknown, 1 succeeded, 2 failed
 	var pe bridge.PartialError

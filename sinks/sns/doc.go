@@ -9,15 +9,21 @@
 // the record id, and one batch is in flight at a time so that the records of
 // one group are published in the order keyrelay received them.
 //
-// With Options.Pack = awsbatch.PackNDJSON (KEYRELAY_PACK=ndjson) a standard
-// topic gets many records per message: the records' JSON lines joined by
-// "\n", grouped so that every record of a message has the same type, event
-// and db attributes (the message carries them, plus count), up to 10 messages
-// per PublishBatch within the size limits. See awsbatch.Pack. Packing is refused on
-// FIFO topics.
+// With awsbatch.Options.Pack = awsbatch.PackNDJSON (KEYRELAY_PACK=ndjson) a
+// standard topic gets many records per message: the records' JSON lines
+// joined by "\n", grouped so that every record of a message has the same
+// type, event and db attributes (the message carries them, plus count), up
+// to 10 messages per PublishBatch within the size limits. See awsbatch.Pack.
+// Packing is refused on FIFO topics.
 //
-// The sink makes one attempt per Publish (the SDK's own retries are off for
-// PublishBatch) and classifies the outcome for the bridge, which retries
-// exactly the entries that failed retryably; see awsbatch.BatchResult and
-// awsbatch.RequestError. It needs the IAM actions in RequiredIAMActions.
+// The package is an adapter: awsbatch.Sink batches, sizes, packs, sends and
+// classifies, over this package's awsbatch.Transport for PublishBatch. It
+// makes one attempt per Publish (the SDK's own retries are off for
+// PublishBatch); the bridge retries exactly the entries that failed
+// retryably.
+//
+// New does no I/O. The topic's MaximumMessageSize is read in the background,
+// with retries; until it is, messages are held to the smallest size AWS
+// allows, and Healthy names the topic and the cause. The sink needs the IAM
+// actions in RequiredIAMActions.
 package sns

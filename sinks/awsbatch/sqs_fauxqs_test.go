@@ -1,19 +1,16 @@
-package sqs_test
+package awsbatch_test
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	awssqs "github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -23,6 +20,14 @@ import (
 	"github.com/keyrelay/keyrelay/sinks/awsbatch/awsbatchtest"
 	"github.com/keyrelay/keyrelay/sinks/sqs"
 )
+
+// claimsLarger is an SQS client whose queue claims a MaximumMessageSize of
+// 1 MiB, whatever the queue's own.
+type claimsLarger struct{ *awssqs.Client }
+
+func (claimsLarger) GetQueueAttributes(context.Context, *awssqs.GetQueueAttributesInput, ...func(*awssqs.Options)) (*awssqs.GetQueueAttributesOutput, error) {
+	return &awssqs.GetQueueAttributesOutput{Attributes: map[string]string{"MaximumMessageSize": "1048576"}}, nil
+}
 
 // meteredSQS passes every call to the real client and counts the
 // SendMessageBatch requests and what AWS bills for them: each started 64 KiB
@@ -83,64 +88,73 @@ func relayAll(t *testing.T, s bridge.Sink, recs []bridge.Record) *bridge.Metrics
 	}, 2*time.Minute)
 }
 
-// TestPackedFauxqs runs the packing sink against fauxqs: the sink contract
-// with the consumer's unpacking (NDJSON lines) as readBack; then the same
-// records through a packed and an unpacked sink, counting SendMessageBatch
-// requests and billed 64 KiB chunks, and a consumer that unpacks the packed
-// queue and finds every record exactly once, each in a message whose
-// attributes are its own.
-func TestPackedFauxqs(t *testing.T) {
+// TestSQSFauxqs is what only SQS shows on fauxqs: a message over the queue's
+// size that reaches it anyway comes back permanent; and packing's cost,
+// with a consumer that unpacks the packed queue and finds every record
+// exactly once, each in a message whose attributes are its own.
+func TestSQSFauxqs(t *testing.T) {
 	bridgetest.StartFauxqs(t)
 	client, _ := awsbatchtest.Clients(t)
 	ctx := context.Background()
+	open := func(t *testing.T, api sqs.API, url string, opt awsbatch.Options) *sqs.Sink {
+		s, err := sqs.New(api, url, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close(ctx) })
+		return s
+	}
 
-	t.Run("contract", func(t *testing.T) {
-		bridgetest.RunSinkContract(t, func(t *testing.T) (bridge.Sink, func() [][]byte) {
-			url, _ := awsbatchtest.CreateQueue(t, client, awsbatchtest.UniqueName("packed", false), nil)
-			s, err := sqs.New(ctx, sqs.Options{Client: client, QueueURL: url, Pack: awsbatch.PackNDJSON})
-			if err != nil {
-				t.Fatal(err)
-			}
-			return s, awsbatchtest.NewReader(t, client, url).Bodies
-		}, bridgetest.Packed(awsbatch.Unpack))
-	})
-
-	t.Run("FIFO queue is refused", func(t *testing.T) {
-		url, _ := awsbatchtest.CreateQueue(t, client, awsbatchtest.UniqueName("packed", true), nil)
-		_, err := sqs.New(ctx, sqs.Options{Client: client, QueueURL: url, Pack: awsbatch.PackNDJSON})
-		if err == nil || !strings.Contains(err.Error(), "KEYRELAY_PACK=off") {
-			t.Errorf("New(FIFO, packed) = %v, want a refusal naming KEYRELAY_PACK", err)
+	t.Run("oversize entry is refused by the queue as the sender's fault", func(t *testing.T) {
+		// The sink never sends an entry above the queue's
+		// MaximumMessageSize; this shows that if one reaches the queue
+		// anyway (the limit lowered since it was read), it comes back
+		// permanent, not retried for ever.
+		url, _ := awsbatchtest.CreateQueue(t, client, awsbatchtest.UniqueName("tiny", false),
+			map[string]string{"MaximumMessageSize": "1024"})
+		s := open(t, claimsLarger{client}, url, awsbatch.Options{})
+		s.Limits() // the (claimed) limit is read
+		entries := bridgetest.ContractEntries()[:2]
+		big := *entries[1]
+		big.Record.Key = strings.Repeat("k", 2000)
+		big.Body = big.Record.AppendJSON(nil)
+		err := s.Publish(ctx, []*bridge.Entry{entries[0], &big})
+		var pe *bridge.PartialError
+		if !errors.As(err, &pe) || len(pe.Failed) != 1 || pe.Failed[0].Index != 1 || !bridge.IsPermanent(pe.Failed[0].Err) {
+			t.Fatalf("Publish = %v, want a partial error with entry 1 permanent", err)
+		}
+		var tl *awsbatch.TooLargeError
+		if errors.As(pe.Failed[0].Err, &tl) {
+			t.Errorf("entry 1 was refused by the sink (%v), not by the queue", tl)
 		}
 	})
 
-	t.Run("cost and exactly once", func(t *testing.T) {
+	t.Run("packing: cost and exactly once", func(t *testing.T) {
 		const n = 20000
 		recs := costRecords(n)
 		bodyBytes := 0
 		for _, r := range recs {
 			bodyBytes += len(awsbatchtest.Body(r))
 		}
-		cost := map[string]*meteredSQS{}
+		cost := map[awsbatch.Packing]*meteredSQS{}
 		var packedURL string
+		var packedLimits bridge.Limits
 		for _, pack := range []awsbatch.Packing{awsbatch.PackOff, awsbatch.PackNDJSON} {
 			url, _ := awsbatchtest.CreateQueue(t, client, awsbatchtest.UniqueName("cost", false), nil)
 			api := &meteredSQS{Client: client}
-			s, err := sqs.New(ctx, sqs.Options{Client: api, QueueURL: url, Pack: pack})
-			if err != nil {
-				t.Fatal(err)
+			s := open(t, api, url, awsbatch.Options{Pack: pack})
+			if pack == awsbatch.PackNDJSON {
+				packedURL, packedLimits = url, s.Limits()
 			}
 			m := relayAll(t, s, recs)
 			if got := testutil.ToFloat64(m.Delivered.WithLabelValues(sqs.Name)); got != n {
 				t.Errorf("%s: delivered %v, want %d", pack, got, n)
 			}
-			cost[string(pack)] = api
-			if pack == awsbatch.PackNDJSON {
-				packedURL = url
-			}
+			cost[pack] = api
 		}
 		perMillion := func(v int) int { return v * 1000000 / n }
-		off, on := cost["off"], cost["ndjson"]
-		t.Logf("%d records, %.0f bytes each on average, limits %+v", n, float64(bodyBytes)/n, mustLimits(t, client, packedURL))
+		off, on := cost[awsbatch.PackOff], cost[awsbatch.PackNDJSON]
+		t.Logf("%d records, %.0f bytes each on average, limits %+v", n, float64(bodyBytes)/n, packedLimits)
 		for name, c := range cost {
 			t.Logf("pack=%s: %d SendMessageBatch requests (%d per million records), %d billed (%d per million), payload %d bytes, up to %d messages per request",
 				name, c.requests, perMillion(c.requests), c.billed, perMillion(c.billed), c.payload, c.maxMsgs)
@@ -188,99 +202,4 @@ func TestPackedFauxqs(t *testing.T) {
 			t.Errorf("received %d distinct records, want %d", len(seen), n)
 		}
 	})
-}
-
-func mustLimits(t *testing.T, client *awssqs.Client, url string) bridge.Limits {
-	s, err := sqs.New(context.Background(), sqs.Options{Client: client, QueueURL: url, Pack: awsbatch.PackNDJSON})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.Limits()
-}
-
-// TestPackedFaults: one packed batch of three messages (one per event)
-// where the server fails one message retryably and refuses another as the
-// sender's fault. Exactly the records of the retryable message are sent
-// again (repacked into one message); none of the accepted message; the
-// refused message's records are rejected, counted, not resent.
-func TestPackedFaults(t *testing.T) {
-	ids := bridge.NewIDGenerator()
-	now := time.Now()
-	var recs []bridge.Record
-	byEvent := map[string][]string{}
-	for i := range 30 {
-		ev := []string{"expired", "set", "del"}[i%3]
-		rec := bridge.Record{Type: bridge.TypeKeyEvent, ID: ids.New(now), Time: now, Source: "127.0.0.1:6379",
-			Event: ev, Key: fmt.Sprintf("key-%d", i)}
-		recs = append(recs, rec)
-		byEvent[ev] = append(byEvent[ev], awsbatchtest.Body(rec))
-	}
-	fake := &fakeSQS{respond: func(n int, entries []sentEntry, w http.ResponseWriter, _ *http.Request) {
-		if n > 0 {
-			batchResponse(w, entries)
-			return
-		}
-		batchResponse(w, entries,
-			failure{"1", false, "InternalError", "internal error"},
-			failure{"2", true, "InvalidParameterValue", "refused"})
-	}}
-	srv := httptest.NewServer(fake)
-	t.Cleanup(srv.Close)
-	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithRegion("us-east-1"),
-		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", "")),
-		config.WithBaseEndpoint(srv.URL))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := sqs.New(context.Background(), sqs.Options{Client: awssqs.NewFromConfig(cfg),
-		QueueURL: srv.URL + "/000000000000/q", MaxInFlight: 1, Pack: awsbatch.PackNDJSON})
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := awsbatchtest.Deliver(t, s, recs)
-
-	fake.mu.Lock()
-	defer fake.mu.Unlock()
-	got := make([][][]string, len(fake.requests)) // request -> message -> records
-	for i, req := range fake.requests {
-		for j, e := range req {
-			if e.ID != fmt.Sprint(j) {
-				t.Errorf("request %d: message %d has Id %q", i, j, e.ID)
-			}
-			got[i] = append(got[i], strings.Split(e.MessageBody, "\n"))
-			want := map[string]string{"type": "String:keyevent", "db": "Number:0",
-				"event": "String:" + eventOf(t, e.MessageBody), "count": fmt.Sprintf("Number:%d", len(got[i][j]))}
-			have := map[string]string{}
-			for name, a := range e.MessageAttributes {
-				have[name] = a.DataType + ":" + a.StringValue
-			}
-			if fmt.Sprint(have) != fmt.Sprint(want) {
-				t.Errorf("request %d message %d: attributes %v, want %v", i, j, have, want)
-			}
-		}
-	}
-	want := [][][]string{{byEvent["expired"], byEvent["set"], byEvent["del"]}, {byEvent["set"]}}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("requests (messages of records):\n%v\nwant:\n%v", got, want)
-	}
-	for name, w := range map[string]float64{
-		"delivered": testutil.ToFloat64(m.Delivered.WithLabelValues(sqs.Name)) - 20,
-		"rejected":  testutil.ToFloat64(m.Rejected.WithLabelValues(sqs.Name, "refused")) - 10,
-		"retried":   testutil.ToFloat64(m.Retried.WithLabelValues(sqs.Name)) - 10,
-		"dropped":   testutil.ToFloat64(m.Dropped.WithLabelValues(sqs.Name, bridge.GapShutdown)),
-	} {
-		if w != 0 {
-			t.Errorf("%s metric off by %v (want delivered 20, rejected 10, retried 10, dropped 0)", name, w)
-		}
-	}
-}
-
-// eventOf returns the event of the first record of a packed body.
-func eventOf(t *testing.T, body string) string {
-	var r struct{ Event string }
-	first, _, _ := strings.Cut(body, "\n")
-	if err := json.Unmarshal([]byte(first), &r); err != nil {
-		t.Fatalf("body %q: %v", body, err)
-	}
-	return r.Event
 }
