@@ -13,7 +13,7 @@ import (
 )
 
 // Micro-benchmarks of the reader's hot path; `make bench` runs them with
-// -benchmem. The figures are in the README's Performance section.
+// -benchmem. The figures are in docs/performance.md.
 
 // discardSink accepts every batch without looking at it.
 type discardSink struct{ lim Limits }

@@ -166,32 +166,34 @@ func TestSIGTERMDeliversEverythingReceived(t *testing.T) {
 	}
 }
 
-var updateReadme = flag.Bool("update-readme", false, "rewrite README.md's configuration table")
+var updateDocs = flag.Bool("update-docs", false, "rewrite docs/configuration.md's configuration table")
 
-// TestREADMEConfigTable keeps the README's table equal to `keyrelay help
-// --markdown`, generated from the Config struct (make readme rewrites it).
-func TestREADMEConfigTable(t *testing.T) {
+// TestConfigTableInDocs keeps the table in docs/configuration.md equal to
+// `keyrelay help --markdown`, generated from the Config struct (make docs
+// rewrites it).
+func TestConfigTableInDocs(t *testing.T) {
+	const page = "../../docs/configuration.md"
 	var table bytes.Buffer
 	if err := run(context.Background(), context.Background(), []string{"help", "--markdown"}, &table, &table); err != nil {
 		t.Fatal(err)
 	}
-	readme, err := os.ReadFile("../../README.md")
+	doc, err := os.ReadFile(page)
 	if err != nil {
 		t.Fatal(err)
 	}
 	re := regexp.MustCompile(`(?s)(<!-- config-table:start -->\n).*?(<!-- config-table:end -->)`)
-	if !re.Match(readme) {
-		t.Fatal("README.md lacks the <!-- config-table:start/end --> markers")
+	if !re.Match(doc) {
+		t.Fatal(page + " lacks the <!-- config-table:start/end --> markers")
 	}
-	updated := re.ReplaceAll(readme, []byte("${1}"+strings.ReplaceAll(table.String(), "$", "$$")+"${2}"))
-	if *updateReadme {
-		if err := os.WriteFile("../../README.md", updated, 0o644); err != nil {
+	updated := re.ReplaceAll(doc, []byte("${1}"+strings.ReplaceAll(table.String(), "$", "$$")+"${2}"))
+	if *updateDocs {
+		if err := os.WriteFile(page, updated, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return
 	}
-	if !bytes.Equal(updated, readme) {
-		t.Fatal("README.md's configuration table is stale: run make readme")
+	if !bytes.Equal(updated, doc) {
+		t.Fatal(page + "'s configuration table is stale: run make docs")
 	}
 	for _, v := range configVariables() {
 		if !strings.Contains(table.String(), "`"+v+"`") {
