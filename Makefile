@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN     := bin/keyrelay
 
-.PHONY: all build deps test lint demo bench readme clean
+.PHONY: all build deps test lint demo bench docs readme clean
 
 all: build
 
@@ -24,7 +24,7 @@ lint:
 # every test (unit and integration, race detector on). Tests start their own
 # servers on free loopback ports and stop them.
 test: deps lint build
-	$(GO) test -race -count=1 -timeout 8m ./...
+	$(GO) test -race -count=1 -tags integration -timeout 8m ./...
 
 # Runs keyrelay against a local redis-server with notifications enabled and
 # shows the records of a few writes, one of them a key that expires.
@@ -36,16 +36,20 @@ demo: build
 # redis-cli started on free loopback ports, the real bin/keyrelay driven by
 # redis-benchmark and a paced writer; BENCH_N notifications per full-speed
 # run), then the Go micro-benchmarks with allocations. About 6 minutes on
-# 2 cores; figures in the README's Performance section.
+# 2 cores; figures in docs/performance.md.
 BENCH_N     ?= 1000000
 BENCH_FLAGS ?=
 bench: deps build
 	$(GO) run ./cmd/keyrelay-bench -bin $(BIN) -n $(BENCH_N) $(BENCH_FLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem ./bridge/... ./sinks/...
 
-# Regenerates the README's configuration table from the config struct.
-readme:
-	$(GO) test ./cmd/keyrelay -run TestREADMEConfigTable -update-readme
+# Regenerates the configuration table in docs/configuration.md from the
+# config struct (TestConfigTableInDocs fails in make test when it is stale).
+docs:
+	$(GO) test ./cmd/keyrelay -run TestConfigTableInDocs -count=1 -update-docs
+
+# The former name of docs.
+readme: docs
 
 clean:
 	rm -rf bin

@@ -17,6 +17,16 @@ const (
 	KeySpace ChannelKind = "keyspace" // __keyspace@<db>__:<key>, payload = event
 )
 
+// Decode implements envconfig.Decoder.
+func (k *ChannelKind) Decode(s string) error {
+	switch ChannelKind(s) {
+	case KeyEvent, KeySpace:
+		*k = ChannelKind(s)
+		return nil
+	}
+	return fmt.Errorf("must be %s or %s", KeyEvent, KeySpace)
+}
+
 // Notification is a decoded keyspace notification.
 type Notification struct {
 	DB    int

@@ -1,5 +1,7 @@
 package bridge
 
+import "strings"
+
 // Filter decides which decoded notifications are forwarded. Database and
 // event filters are also pushed into the subscription patterns (Patterns);
 // Filter repeats them so that a keyspace subscription, where Redis cannot
@@ -158,3 +160,24 @@ func matchClass(pattern string, p int, c byte) (bool, int) {
 	}
 	return false, 0
 }
+
+// knownEvents are the event names Redis OSS and Valkey publish (their
+// keyspace notification pages, through Redis 8.2 and Valkey 9.0).
+var knownEvents = func() map[string]bool {
+	m := map[string]bool{}
+	for _, e := range strings.Fields(`del unlink rename_from rename_to move_from move_to copy_to restore
+		expire expired evicted persist sortstore new overwritten type_changed keymiss
+		set setrange incrby incrbyfloat append
+		lpush rpush lpop rpop linsert lset lrem ltrim
+		hset hincrby hincrbyfloat hdel hexpire hexpired hpersist
+		sadd srem spop sinterstore sunionstore sdiffstore
+		zadd zincr zrem zrembyscore zrembyrank zdiffstore zinterstore zunionstore zrangestore
+		xadd xdel xtrim xsetid xgroup-create xgroup-createconsumer xgroup-delconsumer xgroup-destroy xgroup-setid`) {
+		m[e] = true
+	}
+	return m
+}()
+
+// KnownEvent reports whether Redis or Valkey publishes the event name (a
+// module may publish others).
+func KnownEvent(name string) bool { return knownEvents[name] }

@@ -3,6 +3,7 @@ package bridge
 import (
 	crand "crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -70,4 +71,13 @@ func encodeULID(b *[16]byte) string {
 		hi >>= 5
 	}
 	return string(out[:])
+}
+
+// NewInstanceID returns a random identifier of this process (16 hex
+// digits): it tells this instance's continuity markers apart from
+// another's on the same channel.
+func NewInstanceID() string {
+	var b [8]byte
+	_, _ = crand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

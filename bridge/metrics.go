@@ -26,6 +26,11 @@ type Metrics struct {
 	SinkUp        *prometheus.GaugeVec     // sink
 	Connected     *prometheus.GaugeVec     // node
 	Reconnects    *prometheus.CounterVec   // node, reason
+	// Continuity markers.
+	MarkersSent     *prometheus.CounterVec // node
+	MarkersReturned *prometheus.CounterVec // node
+	MarkerErrors    *prometheus.CounterVec // node, reason
+	MarkersEnabled  *prometheus.GaugeVec   // node
 
 	lastNotification atomic.Int64 // unix nanoseconds
 }
@@ -96,11 +101,28 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "keyrelay_subscription_reconnects_total",
 			Help: "Subscription re-establishments, by reason (reconnect, failover).",
 		}, []string{"node", "reason"}),
+		MarkersSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyrelay_markers_sent_total",
+			Help: "Continuity markers published on keyrelay's channel of the node.",
+		}, []string{"node"}),
+		MarkersReturned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyrelay_markers_returned_total",
+			Help: "Continuity markers read back through the subscription: each proves everything published before it was received.",
+		}, []string{"node"}),
+		MarkerErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyrelay_marker_errors_total",
+			Help: "Marker failures: noperm (the Redis user may not publish or subscribe to keyrelay's channel; markers off), publish (a PUBLISH failed), overdue (markers did not come back: the subscription was renewed).",
+		}, []string{"node", "reason"}),
+		MarkersEnabled: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "keyrelay_markers_enabled",
+			Help: "1 while continuity markers are on for the node, 0 when off (disabled, or no permission: gap windows then rest on the subscription's pings).",
+		}, []string{"node"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Received, m.Ignored, m.Undecodable, m.Delivered, m.Retried,
 			m.Rejected, m.Dropped, m.Gaps, m.BufferRecords, m.BufferBytes, m.BatchSize,
 			m.PublishTime, m.SinkUp, m.Connected, m.Reconnects,
+			m.MarkersSent, m.MarkersReturned, m.MarkerErrors, m.MarkersEnabled,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "keyrelay_seconds_since_last_notification",
 				Help: "Seconds since the last notification was received (NaN before the first).",

@@ -89,10 +89,20 @@ func (q *Queue) Push(e *Entry) PushResult {
 	}
 	switch q.policy {
 	case DropOldest:
+		// Make room by dropping the oldest key events. Gap records are
+		// never evicted: they report losses, and are not losses to count.
+		var gaps []*Entry
 		for q.n > 0 && q.full(size) {
 			old := q.popLocked()
+			if old.Record.Type == TypeGap {
+				gaps = append(gaps, old)
+				continue
+			}
 			q.noteDrop(old.Record.Time)
 			res.Dropped++
+		}
+		for i := len(gaps) - 1; i >= 0; i-- {
+			q.pushFrontLocked(gaps[i])
 		}
 	default:
 		if q.n > 0 && q.full(size) {
@@ -210,6 +220,17 @@ func (q *Queue) grow() {
 		buf[i] = q.buf[(q.head+i)%len(q.buf)]
 	}
 	q.buf, q.head = buf, 0
+}
+
+// pushFrontLocked puts e back at the head, ignoring the bounds.
+func (q *Queue) pushFrontLocked(e *Entry) {
+	if q.n == len(q.buf) {
+		q.grow()
+	}
+	q.head = (q.head - 1 + len(q.buf)) % len(q.buf)
+	q.buf[q.head] = e
+	q.n++
+	q.bytes += int64(len(e.Body))
 }
 
 func (q *Queue) popLocked() *Entry {

@@ -179,3 +179,37 @@ func TestQueueTakeStopsAtBatchBytes(t *testing.T) {
 		t.Fatal("waited for the linger although the bytes filled the batch")
 	}
 }
+
+// TestQueueDropOldestKeepsGapRecords: drop-oldest makes room by dropping key
+// events only. A buffered gap record survives however many records push
+// past it, and the overflow counts exactly the key events dropped.
+func TestQueueDropOldestKeepsGapRecords(t *testing.T) {
+	q := NewQueue(3, 0, DropOldest)
+	gap := entryAt(100)
+	gap.Record.Type = TypeGap
+	q.Push(entryAt(0))
+	q.PushForce(gap)
+	for i := 1; i <= 10; i++ {
+		q.Push(entryAt(i))
+	}
+	ep := q.EndOverflow()
+	batch := q.Take(context.Background(), Limits{MaxEntries: 100}, bodySize, 0)
+	var kept []int64
+	gaps := 0
+	for _, e := range batch {
+		if e.Record.Type == TypeGap {
+			gaps++
+			continue
+		}
+		kept = append(kept, e.Record.Time.Unix())
+	}
+	if gaps != 1 {
+		t.Fatalf("gap record lost: batch of %d holds %d gap records", len(batch), gaps)
+	}
+	if ep == nil || ep.Dropped != int64(11-len(kept)) {
+		t.Fatalf("episode %+v, kept %v: the overflow must count the dropped key events only", ep, kept)
+	}
+	if len(kept) == 0 || kept[len(kept)-1] != 10 {
+		t.Fatalf("kept %v, want the newest key events", kept)
+	}
+}

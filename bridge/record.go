@@ -20,6 +20,7 @@ const (
 	GapOverflow  = "overflow"  // a sink's buffer was full and records were dropped
 	GapShutdown  = "shutdown"  // keyrelay stopped with records it could not deliver
 	GapPlanned   = "planned"   // keyrelay replaced an ageing connection (IAM auth: 12-hour limit)
+	GapStop      = "stop"      // keyrelay stopped while not subscribed, or before it had read everything published before the stop
 )
 
 // Record is one key event or one gap. It is immutable once emitted: the

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,7 +20,19 @@ type RelayConfig struct {
 	RetryInitial  time.Duration // first back-off
 	RetryMax      time.Duration // back-off cap
 	Source        string        // host:port for gap records that belong to no node
+	// StallTimeout: a Publish running longer than this makes Healthy fail
+	// (a standard output nobody reads). 0: 10 s.
+	StallTimeout time.Duration
 }
+
+// shutdownGrace is how long Shutdown waits, after its deadline, for workers
+// to return from a Publish that ignores its context. Workers still stuck
+// then are abandoned with their batches (counted).
+const shutdownGrace = time.Second
+
+// finalBudget bounds, after the deliveries, the last gap records and the
+// closing of every sink together.
+const finalBudget = 2 * time.Second
 
 // Relay fans records out to one bounded Queue per sink and runs each sink's
 // workers: batching, one Publish attempt at a time, retry of exactly the
@@ -35,6 +48,9 @@ type Relay struct {
 	wg       sync.WaitGroup
 	stopWork context.CancelFunc
 	workCtx  context.Context
+
+	fatalOnce sync.Once
+	fatal     chan error // receives the first ErrSinkClosed
 }
 
 type sinkRunner struct {
@@ -44,28 +60,53 @@ type sinkRunner struct {
 	queue *Queue
 	relay *Relay
 
+	// workers[i] is the state of worker i's current Publish.
+	workers []workerState
+
 	mu      sync.Mutex
 	up      bool
 	seen    bool  // at least one attempt made
-	dropped int64 // abandoned at shutdown
-	// receive times of the first and last abandoned record
+	closed  error // set once Publish returned ErrSinkClosed
+	dropped int64 // abandoned at shutdown (or after the target closed)
+	// receive times of the first and last abandoned record, and the ids
 	droppedSince, droppedUntil time.Time
+	firstDropped, lastDropped  string
+	droppedWhy                 string
+}
+
+// workerState is what one worker is publishing: Healthy reports a stalled
+// Publish, and Shutdown counts the batch of a worker that never returns.
+type workerState struct {
+	since   atomic.Int64 // unix nanoseconds when the current Publish began; 0 when idle
+	pending atomic.Int64 // entries of the batch being delivered
 }
 
 // NewRelay builds a relay for sinks. Start it before the first Emit.
 func NewRelay(cfg RelayConfig, sinks []Sink, log *slog.Logger, m *Metrics) *Relay {
-	r := &Relay{cfg: cfg, log: log, metrics: m, ids: NewIDGenerator()}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = 10 * time.Second
+	}
+	r := &Relay{cfg: cfg, log: log, metrics: m, ids: NewIDGenerator(), fatal: make(chan error, 1)}
 	for _, s := range sinks {
 		lim := s.Limits()
 		lim.MaxEntries = max(lim.MaxEntries, 1)
 		lim.MaxInFlight = max(lim.MaxInFlight, 1)
 		r.sinks = append(r.sinks, &sinkRunner{
 			sink: s, name: s.Name(), lim: lim, relay: r, up: true,
-			queue: NewQueue(cfg.BufferRecords, cfg.BufferBytes, cfg.Overflow),
+			queue:   NewQueue(cfg.BufferRecords, cfg.BufferBytes, cfg.Overflow),
+			workers: make([]workerState, lim.MaxInFlight),
 		})
 	}
 	return r
 }
+
+// DropClosed is the Dropped reason of records held for a sink whose target
+// closed for good (ErrSinkClosed).
+const DropClosed = "closed"
+
+// Fatal delivers the first error after which a sink can never deliver again
+// (ErrSinkClosed): the daemon stops on it.
+func (r *Relay) Fatal() <-chan error { return r.fatal }
 
 // IDs returns the relay's record id generator, shared with subscribers.
 func (r *Relay) IDs() *IDGenerator { return r.ids }
@@ -82,14 +123,14 @@ func (r *Relay) Start() {
 		for _, reason := range []string{"too_large", "refused"} {
 			r.metrics.Rejected.WithLabelValues(s.name, reason)
 		}
-		for _, reason := range []string{GapOverflow, GapShutdown} {
+		for _, reason := range []string{GapOverflow, GapShutdown, DropClosed} {
 			r.metrics.Dropped.WithLabelValues(s.name, reason)
 		}
-		for range s.lim.MaxInFlight {
+		for i := range s.lim.MaxInFlight {
 			r.wg.Add(1)
 			go func() {
 				defer r.wg.Done()
-				s.work(r.workCtx)
+				s.work(r.workCtx, &s.workers[i])
 			}()
 		}
 	}
@@ -150,12 +191,29 @@ func (r *Relay) overflowGap(s *sinkRunner, ep *OverflowEpisode) {
 // Healthy reports whether every sink's last attempt succeeded.
 func (r *Relay) Healthy() error {
 	var errs []error
+	now := time.Now()
 	for _, s := range r.sinks {
 		s.mu.Lock()
-		up := s.up
+		up, closed := s.up, s.closed
 		s.mu.Unlock()
-		if !up {
+		switch {
+		case closed != nil:
+			errs = append(errs, fmt.Errorf("sink %s is closed: %w", s.name, closed))
+			continue
+		case !up:
 			errs = append(errs, fmt.Errorf("sink %s is failing", s.name))
+			continue
+		}
+		for i := range s.workers {
+			if ns := s.workers[i].since.Load(); ns != 0 && now.Sub(time.Unix(0, ns)) > r.cfg.StallTimeout {
+				errs = append(errs, fmt.Errorf("sink %s: a publish has been blocked for %s", s.name, now.Sub(time.Unix(0, ns)).Round(time.Second)))
+				break
+			}
+		}
+		if h, ok := s.sink.(HealthReporter); ok {
+			if err := h.Healthy(); err != nil {
+				errs = append(errs, fmt.Errorf("sink %s: %w", s.name, err))
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -173,8 +231,11 @@ func (r *Relay) UpdateGauges() {
 
 // Shutdown stops accepting records and delivers what is buffered, retrying
 // as needed, until ctx is done. What is left then is counted as dropped
-// (reason "shutdown") and logged; Shutdown returns an error naming how many
-// records each sink could not deliver. It closes every sink.
+// (reason "shutdown") and logged in one line per sink; Shutdown returns an
+// error naming how many records each sink could not deliver. It closes every
+// sink. It returns at most about three seconds after ctx is done, whatever
+// the sinks do (a Publish stuck on a pipe nobody reads is left behind), and
+// at most about one second after ctx is cancelled (a second signal).
 func (r *Relay) Shutdown(ctx context.Context) error {
 	for _, s := range r.sinks {
 		if ep := s.queue.EndOverflow(); ep != nil {
@@ -184,27 +245,45 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { r.wg.Wait(); close(done) }()
+	stuck := false
 	select {
 	case <-done:
 	case <-ctx.Done():
 		r.stopWork() // workers abandon their batches and count them
-		<-done
+		select {
+		case <-done:
+		case <-time.After(shutdownGrace):
+			stuck = true // a Publish ignores its context: leave it behind
+		}
 	}
 	r.stopWork()
+	// One short budget for the last gap records and closing the sinks, all
+	// together: none after a second signal (ctx cancelled, not expired).
+	final, cancelFinal := context.WithTimeout(context.Background(), finalBudget)
+	defer cancelFinal()
+	if errors.Is(ctx.Err(), context.Canceled) {
+		cancelFinal()
+	}
 	var errs []error
 	for _, s := range r.sinks {
+		if stuck {
+			for i := range s.workers {
+				if n := s.workers[i].pending.Swap(0); n > 0 {
+					s.abandonCount(n, "a publish did not return by the shutdown deadline")
+				}
+			}
+		}
 		if left, _ := s.queue.Len(); left > 0 {
 			s.abandon(s.queue.Take(context.Background(), Limits{MaxEntries: left}, func(*Entry) int { return 0 }, 0), "shutdown deadline")
 		}
 		if n := s.abandoned(); n > 0 {
-			errs = append(errs, fmt.Errorf("sink %s: %d records not delivered by the shutdown deadline", s.name, n))
-			s.lastGap()
+			errs = append(errs, fmt.Errorf("sink %s: %d records not delivered", s.name, n))
+			s.summary()
+			s.lastGap(final)
 		}
-		closeCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		if err := s.sink.Close(closeCtx); err != nil {
+		if err := s.sink.Close(final); err != nil {
 			errs = append(errs, fmt.Errorf("sink %s: close: %w", s.name, err))
 		}
-		cancel()
 	}
 	r.UpdateGauges()
 	return errors.Join(errs...)
@@ -213,7 +292,7 @@ func (r *Relay) Shutdown(ctx context.Context) error {
 // lastGap makes one short attempt to tell the sink's consumers that records
 // were abandoned at the shutdown deadline. If the sink is still down it is
 // lost, but the abandoned records are logged and counted either way.
-func (s *sinkRunner) lastGap() {
+func (s *sinkRunner) lastGap(ctx context.Context) {
 	s.mu.Lock()
 	since, until, n := s.droppedSince, s.droppedUntil, s.dropped
 	s.mu.Unlock()
@@ -221,10 +300,14 @@ func (s *sinkRunner) lastGap() {
 	now := time.Now()
 	rec := Record{Type: TypeGap, ID: r.ids.New(now), Time: now, Source: r.cfg.Source,
 		Since: since, Until: until, Reason: GapShutdown, Dropped: n}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
 	r.metrics.Gaps.WithLabelValues(GapShutdown).Inc()
-	err := s.sink.Publish(ctx, []*Entry{{Record: rec, Body: rec.AppendJSON(nil)}})
+	err := ErrSinkClosed
+	s.mu.Lock()
+	closed := s.closed != nil
+	s.mu.Unlock()
+	if !closed {
+		err = s.sink.Publish(ctx, []*Entry{{Record: rec, Body: rec.AppendJSON(nil)}})
+	}
 	r.log.Warn("gap: records abandoned at shutdown", "sink", s.name, "dropped", n,
 		"since", since, "until", until, "gap_id", rec.ID, "gap_delivered", err == nil)
 }
@@ -237,7 +320,7 @@ func (s *sinkRunner) abandoned() int64 {
 
 // work takes batches and delivers them until the queue is closed and empty
 // or ctx is cancelled.
-func (s *sinkRunner) work(ctx context.Context) {
+func (s *sinkRunner) work(ctx context.Context, w *workerState) {
 	for {
 		batch := s.queue.Take(ctx, s.lim, s.sink.EntrySize, s.relay.cfg.Linger)
 		if batch == nil {
@@ -246,13 +329,22 @@ func (s *sinkRunner) work(ctx context.Context) {
 		if ep := s.queue.EndOverflowIfDrained(); ep != nil {
 			s.relay.overflowGap(s, ep)
 		}
-		s.deliver(ctx, batch)
+		s.mu.Lock()
+		closed := s.closed != nil
+		s.mu.Unlock()
+		if closed {
+			s.drop(batch)
+			continue
+		}
+		w.pending.Store(int64(len(batch)))
+		s.deliver(ctx, w, batch)
+		w.pending.Store(0)
 	}
 }
 
 // deliver publishes batch until every entry is accepted or rejected, or ctx
 // is cancelled (then the rest is abandoned and counted).
-func (s *sinkRunner) deliver(ctx context.Context, batch []*Entry) {
+func (s *sinkRunner) deliver(ctx context.Context, w *workerState, batch []*Entry) {
 	r := s.relay
 	pending := batch[:0:0]
 	for _, e := range batch {
@@ -271,7 +363,9 @@ func (s *sinkRunner) deliver(ctx context.Context, batch []*Entry) {
 			}
 		}
 		start := time.Now()
+		w.since.Store(start.UnixNano())
 		err := s.sink.Publish(ctx, pending)
+		w.since.Store(0)
 		r.metrics.PublishTime.WithLabelValues(s.name).Observe(time.Since(start).Seconds())
 		r.metrics.BatchSize.WithLabelValues(s.name).Observe(float64(len(pending)))
 		if err == nil {
@@ -303,6 +397,10 @@ func (s *sinkRunner) deliver(ctx context.Context, batch []*Entry) {
 			} else {
 				s.setUp(true, nil) // the target answered; the refusals are about entries
 			}
+		case errors.Is(err, ErrSinkClosed):
+			s.close(err)
+			s.drop(pending)
+			return
 		case IsPermanent(err):
 			for _, e := range pending {
 				s.reject(e, "refused", err)
@@ -346,27 +444,75 @@ func (s *sinkRunner) reject(e *Entry, reason string, err error) {
 		"key_bytes", len(e.Record.Key), "key_prefix", printablePrefix(e.Record.Key, 64))
 }
 
+// close marks the sink's target as closed for good: the Relay stops
+// feeding it, and the daemon is told to stop.
+func (s *sinkRunner) close(err error) {
+	s.mu.Lock()
+	first := s.closed == nil
+	if first {
+		s.closed = err
+	}
+	s.mu.Unlock()
+	if !first {
+		return
+	}
+	r := s.relay
+	r.metrics.SinkUp.WithLabelValues(s.name).Set(0)
+	r.log.Error("sink closed for good: stopping", "sink", s.name, "err", err)
+	r.fatalOnce.Do(func() { r.fatal <- fmt.Errorf("sink %s: %w", s.name, err) })
+}
+
+// drop accounts for records that a closed sink can never take.
+func (s *sinkRunner) drop(entries []*Entry) {
+	s.relay.metrics.Dropped.WithLabelValues(s.name, DropClosed).Add(float64(len(entries)))
+	s.note(entries, "the sink's target is closed")
+}
+
 // abandon accounts for records left undelivered at the shutdown deadline.
 func (s *sinkRunner) abandon(entries []*Entry, why string) {
 	if len(entries) == 0 {
 		return
 	}
-	r := s.relay
-	r.metrics.Dropped.WithLabelValues(s.name, GapShutdown).Add(float64(len(entries)))
+	s.relay.metrics.Dropped.WithLabelValues(s.name, GapShutdown).Add(float64(len(entries)))
+	s.note(entries, why)
+}
+
+// abandonCount accounts for n records whose entries are out of reach (held
+// by a Publish that never returned).
+func (s *sinkRunner) abandonCount(n int64, why string) {
+	s.relay.metrics.Dropped.WithLabelValues(s.name, GapShutdown).Add(float64(n))
 	s.mu.Lock()
+	s.dropped += n
+	s.droppedWhy = why
+	s.mu.Unlock()
+}
+
+// note remembers undelivered records for the one summary line and the
+// shutdown gap record: logging each batch would flood the log.
+func (s *sinkRunner) note(entries []*Entry, why string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, e := range entries {
 		t := e.Record.Time
-		if s.dropped == 0 || t.Before(s.droppedSince) {
-			s.droppedSince = t
+		if s.firstDropped == "" || t.Before(s.droppedSince) {
+			s.droppedSince, s.firstDropped = t, e.Record.ID
 		}
-		if t.After(s.droppedUntil) {
-			s.droppedUntil = t
+		if t.After(s.droppedUntil) || s.lastDropped == "" {
+			s.droppedUntil, s.lastDropped = t, e.Record.ID
 		}
 		s.dropped++
 	}
+	s.droppedWhy = why
+}
+
+// summary logs the one line about every record the sink did not deliver.
+func (s *sinkRunner) summary() {
+	s.mu.Lock()
+	n, why, first, last := s.dropped, s.droppedWhy, s.firstDropped, s.lastDropped
+	since, until := s.droppedSince, s.droppedUntil
 	s.mu.Unlock()
-	r.log.Error("records not delivered", "sink", s.name, "count", len(entries), "why", why,
-		"first_id", entries[0].Record.ID, "last_id", entries[len(entries)-1].Record.ID)
+	s.relay.log.Error("records not delivered", "sink", s.name, "count", n, "why", why,
+		"first_id", first, "last_id", last, "since", since, "until", until)
 }
 
 // backoff returns the delay before retry attempt n (n >= 1): exponential from

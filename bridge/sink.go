@@ -37,7 +37,14 @@ type Limits struct {
 // In both error cases an error marked with Permanent means the target refused
 // the entry for good (the sender's fault): it is logged, counted and not
 // retried. Any other error is retried, resending only the failed entries,
-// unchanged.
+// unchanged. An error wrapping ErrSinkClosed means the target is gone for
+// good (a closed standard output): the Relay stops feeding the sink, counts
+// what it holds as dropped and reports a fatal error.
+//
+// Publish returns promptly once ctx is done, whatever the target is doing,
+// with an error (the batch is then abandoned and counted); a write that
+// cannot be interrupted is left to finish in the background. Close, too,
+// returns when its ctx is done. Publish after Close returns an error.
 type Sink interface {
 	// Name identifies the sink in logs and metrics ("stdout", "sqs", "sns").
 	Name() string
@@ -52,6 +59,17 @@ type Sink interface {
 	Check(ctx context.Context) error
 	// Close releases resources after the last Publish.
 	Close(ctx context.Context) error
+}
+
+// ErrSinkClosed marks a Publish error after which the sink can never
+// deliver again.
+var ErrSinkClosed = errors.New("the sink's target is closed")
+
+// HealthReporter is implemented by sinks that can be unhealthy without a
+// failed Publish (an AWS target whose limits could not be read yet): the
+// Relay includes it in its readiness.
+type HealthReporter interface {
+	Healthy() error
 }
 
 // PartialError reports the entries of one Publish call that failed; the

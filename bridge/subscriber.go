@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,17 @@ type SubscriberConfig struct {
 	// gap record, reason "planned"): ElastiCache cuts IAM-authenticated
 	// connections after 12 hours.
 	MaxConnectionAge time.Duration
+	// MarkerChannel is keyrelay's own channel on the node; every
+	// MarkerInterval the subscriber publishes a marker there and reads it
+	// back through the subscription. Empty or 0: no markers (the in-band
+	// pings still anchor the gap windows).
+	MarkerChannel  string
+	MarkerInterval time.Duration
+	// Instance tells this process's markers apart from another's.
+	Instance string
+	// OwnKeyPrefix starts every key keyrelay writes itself: their
+	// notifications never become records.
+	OwnKeyPrefix string
 }
 
 // Subscriber holds one subscription to one node, decodes what it receives and
@@ -52,9 +64,22 @@ type Subscriber struct {
 	log     *slog.Logger
 	metrics *Metrics
 
-	mu        sync.Mutex
-	connected bool
-	beat      atomic.Int64 // unix nanoseconds of the reader loop's last turn
+	mu         sync.Mutex
+	connected  bool
+	beat       atomic.Int64 // unix nanoseconds of the reader loop's last turn
+	markersOff atomic.Bool  // the Redis user may not publish markers
+	current    *session     // under mu: the established session, for Abort
+}
+
+// Abort cuts the current session short (a drain in progress included). Run
+// then reports the window it could not read as a gap and returns, once its
+// context is done.
+func (s *Subscriber) Abort() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.current != nil {
+		_ = s.current.pubsub.Close()
+	}
 }
 
 // NewSubscriber returns a subscriber; Run starts it.
@@ -73,6 +98,16 @@ func NewSubscriber(cfg SubscriberConfig, relay *Relay, log *slog.Logger, m *Metr
 	for _, reason := range []string{GapReconnect, GapFailover, GapPlanned} {
 		m.Reconnects.WithLabelValues(cfg.Source, reason)
 	}
+	m.MarkersSent.WithLabelValues(cfg.Source)
+	m.MarkersReturned.WithLabelValues(cfg.Source)
+	for _, reason := range []string{"noperm", "publish", "overdue"} {
+		m.MarkerErrors.WithLabelValues(cfg.Source, reason)
+	}
+	markers := 0.0
+	if cfg.MarkerChannel != "" && cfg.MarkerInterval > 0 {
+		markers = 1
+	}
+	m.MarkersEnabled.WithLabelValues(cfg.Source).Set(markers)
 	return s
 }
 
@@ -104,46 +139,76 @@ var errPlanned = errors.New("bridge: connection reached its maximum age")
 // Run subscribes and reads until ctx is cancelled; it returns nil then. It
 // returns an error only for a failure that retrying cannot fix (a refused
 // AUTH or missing channel permission before the first subscription).
+//
+// Every window in which events may have been missed becomes a gap record:
+// from the anchor of the session that ended (the last moment everything
+// Redis had published was surely received) to the confirmation of the next
+// subscription, or to the stop when there is none.
 func (s *Subscriber) Run(ctx context.Context) error {
-	var lastAlive time.Time // the last moment events were surely received
+	started := time.Now()
+	var anchor time.Time // zero until the first subscription
 	reason := GapReconnect
-	lastErr := "" // of the previous failed attempt: log a state change once
+	lastKind := "" // of the previous failed attempt: log a state change once
+	stopGap := func() {
+		since := anchor
+		if since.IsZero() {
+			since = started // never subscribed since the start
+		}
+		s.relay.EmitGap(s.cfg.Source, GapStop, since, time.Now())
+	}
 	for attempt := 0; ; attempt++ {
 		s.beat.Store(time.Now().UnixNano())
 		if ctx.Err() != nil {
+			stopGap()
 			return nil
 		}
 		sess, err := s.connect(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
+				stopGap()
 				return nil
 			}
-			if lastAlive.IsZero() && isPermanentRedisError(err) {
+			err = ClassifyRedisError(err)
+			if anchor.IsZero() && IsPermanentRedisError(err) {
+				stopGap()
 				return err
 			}
 			d := backoff(100*time.Millisecond, s.cfg.ReconnectMax, attempt+1)
 			level := slog.LevelWarn
-			if err.Error() == lastErr {
+			if kind := errorKind(err); kind == lastKind {
 				level = slog.LevelDebug // the same failure again: not a new state
+			} else {
+				lastKind = kind
 			}
-			lastErr = err.Error()
 			s.log.Log(ctx, level, "subscription: connect failed, retrying", "err", err,
 				"attempt", attempt+1, "retry_in", d.Round(time.Millisecond).String())
 			sleepCtx(ctx, d)
 			continue
 		}
-		attempt, lastErr = -1, ""
-		now := time.Now()
-		if !lastAlive.IsZero() {
+		attempt, lastKind = -1, ""
+		if !anchor.IsZero() {
 			s.metrics.Reconnects.WithLabelValues(s.cfg.Source, reason).Inc()
-			s.relay.EmitGap(s.cfg.Source, reason, lastAlive, now)
+			s.relay.EmitGap(s.cfg.Source, reason, anchor, sess.confirmed)
 		}
+		s.mu.Lock()
+		s.current = sess
+		s.mu.Unlock()
 		s.setConnected(true)
-		s.log.Info("subscribed", "patterns", s.cfg.Patterns, "node_id", sess.nodeID)
-		lastAlive, err = s.read(ctx, sess)
+		s.log.Info("subscribed", "patterns", s.cfg.Patterns, "node_id", sess.nodeID,
+			"markers", sess.markers)
+		var drained bool
+		anchor, drained, err = s.read(ctx, sess)
 		s.setConnected(false)
+		s.mu.Lock()
+		s.current = nil
+		s.mu.Unlock()
 		sess.close()
 		if ctx.Err() != nil {
+			if !drained {
+				// The drain did not complete: what Redis still held for
+				// us when it was cut is lost.
+				s.relay.EmitGap(s.cfg.Source, GapStop, anchor, time.Now())
+			}
 			return nil
 		}
 		reason = GapReconnect
@@ -152,14 +217,15 @@ func (s *Subscriber) Run(ctx context.Context) error {
 			reason = GapFailover
 			// Events may have been missed (or arrived replica-flavoured,
 			// del for expired) since the node was last known to be the
-			// endpoint's primary, which may be before the last message.
-			if v := time.Unix(0, sess.verified.Load()); v.Before(lastAlive) {
-				lastAlive = v
+			// endpoint's primary, which may be before the anchor.
+			if v := time.Unix(0, sess.verified.Load()); v.Before(anchor) {
+				anchor = v
 			}
 		case errors.Is(err, errPlanned):
 			reason = GapPlanned
 		}
-		s.log.Warn("subscription lost: reconnecting", "reason", reason, "err", err)
+		s.log.Warn("subscription lost: reconnecting", "reason", reason, "err", err,
+			"since", anchor)
 	}
 }
 
@@ -167,20 +233,28 @@ func (s *Subscriber) Run(ctx context.Context) error {
 type session struct {
 	client *redis.Client
 	pubsub *redis.PubSub
-	nodeID string // run_id of the node the subscription is on
+	pub    *redis.Client // publishes markers to the same node
+	nodeID string        // run_id of the node the subscription is on
 	cancel context.CancelFunc
 	moved  chan struct{} // closed by the failover watcher, after setting why
 	why    error         // wraps errFailover; read only after moved is closed
+	// start is when the subscription was requested: everything published
+	// after it reaches this session. confirmed is when Redis confirmed it.
+	start, confirmed time.Time
+	markers          bool // the marker channel is subscribed and markers are published
 	// verified is when the endpoint last named this node as its primary
 	// (unix nanoseconds): a failover happened after it.
 	verified atomic.Int64
-	// early holds messages that arrived before every pattern was
+	// markerSent is the send time of the last marker Redis accepted (unix
+	// nanoseconds; 0 before the first).
+	markerSent atomic.Int64
+	// early holds messages that arrived before every subscription was
 	// confirmed; read handles them first.
 	early []earlyMessage
 }
 
 type earlyMessage struct {
-	msg *redis.Message
+	msg any
 	at  time.Time
 }
 
@@ -188,15 +262,26 @@ func (ss *session) close() {
 	ss.cancel()
 	_ = ss.pubsub.Close()
 	_ = ss.client.Close()
+	if ss.pub != nil {
+		_ = ss.pub.Close()
+	}
+}
+
+// options returns the node's options as every keyrelay connection needs
+// them: RESP2 (pub/sub messages in-band), no maintenance notifications, no
+// CLIENT SETINFO.
+func (s *Subscriber) options() redis.Options {
+	opt := *s.cfg.Options
+	opt.Protocol = 2
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	opt.DisableIdentity = true
+	return opt
 }
 
 // connect dials a new connection, checks that it is on a primary, subscribes
 // and waits for every subscription to be confirmed.
 func (s *Subscriber) connect(ctx context.Context) (*session, error) {
-	opt := *s.cfg.Options
-	opt.Protocol = 2
-	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	opt.DisableIdentity = true
+	opt := s.options()
 	var nodeID string
 	opt.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
 		id, role, err := nodeIdentity(ctx, cn)
@@ -204,7 +289,7 @@ func (s *Subscriber) connect(ctx context.Context) (*session, error) {
 			return err
 		}
 		if role != "" && role != "master" {
-			return fmt.Errorf("bridge: %s is a %s, not a primary: subscribe to the primary endpoint", s.cfg.Source, role)
+			return fmt.Errorf("bridge: %s is a %s: %w: subscribe to the primary endpoint", s.cfg.Source, role, ErrNotPrimary)
 		}
 		nodeID = id
 		return nil
@@ -216,32 +301,56 @@ func (s *Subscriber) connect(ctx context.Context) (*session, error) {
 		_ = client.Close()
 		return nil, err
 	}
+	start := time.Now()
 	if err := ps.PSubscribe(ctx, s.cfg.Patterns...); err != nil {
 		return fail(err)
 	}
 	var early []earlyMessage
-	for confirmed := 0; confirmed < len(s.cfg.Patterns); {
-		msg, err := ps.ReceiveTimeout(ctx, 5*time.Second)
-		if err != nil {
-			return fail(fmt.Errorf("bridge: psubscribe %s: %w", s.cfg.Source, err))
+	wait := func(n int, what string) error {
+		for confirmed := 0; confirmed < n; {
+			msg, err := ps.ReceiveTimeout(ctx, 5*time.Second)
+			if err != nil {
+				return fmt.Errorf("bridge: %s %s: %w", what, s.cfg.Source, err)
+			}
+			switch m := msg.(type) {
+			case *redis.Subscription:
+				confirmed++
+			case *redis.Message:
+				// Redis confirms all patterns of one PSUBSCRIBE before it
+				// publishes to them, but a message here must not be lost.
+				early = append(early, earlyMessage{m, time.Now()})
+			default:
+				early = append(early, earlyMessage{m, time.Now()})
+			}
 		}
-		switch m := msg.(type) {
-		case *redis.Subscription:
-			confirmed++
-		case *redis.Message:
-			// Redis confirms all patterns of one PSUBSCRIBE before it
-			// publishes to them, but a message here must not be lost.
-			early = append(early, earlyMessage{m, time.Now()})
+		return nil
+	}
+	if err := wait(len(s.cfg.Patterns), "psubscribe"); err != nil {
+		return fail(err)
+	}
+	markers := false
+	if s.cfg.MarkerChannel != "" && s.cfg.MarkerInterval > 0 && !s.markersOff.Load() {
+		err := ps.Subscribe(ctx, s.cfg.MarkerChannel)
+		if err == nil {
+			err = wait(1, "subscribe")
+		}
+		switch {
+		case err == nil:
+			markers = true
+		case errors.Is(ClassifyRedisError(err), ErrRedisPermission):
+			s.markersDenied(err)
+		default:
+			return fail(err)
 		}
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	sess := &session{client: client, pubsub: ps, nodeID: nodeID, cancel: cancel,
-		moved: make(chan struct{}), early: early}
+		moved: make(chan struct{}), early: early, start: start, confirmed: time.Now(), markers: markers}
 	sess.verified.Store(time.Now().UnixNano()) // OnConnect checked it is a primary
-	// On shutdown, drain instead of dropping the connection: PUNSUBSCRIBE is
-	// answered after every message Redis already queued for us, so reading
-	// up to its confirmation receives everything published before the
-	// stop. A drain that does not finish in time is cut by closing.
+	// On shutdown, drain instead of dropping the connection: PUNSUBSCRIBE
+	// (and UNSUBSCRIBE of the marker channel) is answered after every
+	// message Redis already queued for us, so reading up to the last
+	// confirmation receives everything published before the stop. A drain that does not finish in time is cut by closing.
 	context.AfterFunc(wctx, func() {
 		if ctx.Err() == nil {
 			_ = ps.Close() // the session ended for another reason
@@ -250,6 +359,9 @@ func (s *Subscriber) connect(ctx context.Context) (*session, error) {
 		dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 		defer cancel()
 		_ = ps.PUnsubscribe(dctx)
+		if markers {
+			_ = ps.Unsubscribe(dctx)
+		}
 		time.AfterFunc(drainTimeout, func() { _ = ps.Close() })
 	})
 	if s.cfg.FailoverInterval > 0 {
@@ -259,27 +371,144 @@ func (s *Subscriber) connect(ctx context.Context) (*session, error) {
 			go s.watchFailover(wctx, sess)
 		}
 	}
+	if markers {
+		popt := s.options()
+		popt.PoolSize, popt.MaxIdleConns, popt.MaxRetries = 1, 1, -1
+		sess.pub = redis.NewClient(&popt)
+		go s.publishMarkers(wctx, sess)
+	}
 	return sess, nil
 }
 
+// markersDenied switches markers off for good after a permission error:
+// logged once, counted, and the gap windows then rest on the in-band pings.
+func (s *Subscriber) markersDenied(err error) {
+	s.metrics.MarkerErrors.WithLabelValues(s.cfg.Source, "noperm").Inc()
+	s.metrics.MarkersEnabled.WithLabelValues(s.cfg.Source).Set(0)
+	if s.markersOff.CompareAndSwap(false, true) {
+		s.log.Warn("continuity markers are off: the Redis user may not publish or subscribe to keyrelay's channel; gap windows rest on the subscription's pings (grant +publish and &"+s.cfg.MarkerChannel+")",
+			"channel", s.cfg.MarkerChannel, "err", err)
+	}
+}
+
+// publishMarkers publishes a marker on keyrelay's channel of the node every
+// MarkerInterval, until the session ends. The reader's anchor moves to a
+// marker's send time when the marker comes back: Redis delivers a node's
+// messages to a subscriber in publish order, so everything published before
+// it has been received.
+func (s *Subscriber) publishMarkers(ctx context.Context, sess *session) {
+	t := time.NewTicker(s.cfg.MarkerInterval)
+	defer t.Stop()
+	for seq := uint64(1); ; seq++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		sent := time.Now()
+		payload := s.cfg.Instance + " " + strconv.FormatUint(seq, 10) + " " + strconv.FormatInt(sent.UnixNano(), 10)
+		pctx, cancel := context.WithTimeout(ctx, s.cfg.MarkerInterval+time.Second)
+		err := sess.pub.Publish(pctx, s.cfg.MarkerChannel, payload).Err()
+		cancel()
+		switch {
+		case err == nil:
+			sess.markerSent.Store(sent.UnixNano())
+			s.metrics.MarkersSent.WithLabelValues(s.cfg.Source).Inc()
+		case ctx.Err() != nil:
+			return
+		case errors.Is(ClassifyRedisError(err), ErrRedisPermission):
+			s.markersDenied(err)
+			return
+		default:
+			s.metrics.MarkerErrors.WithLabelValues(s.cfg.Source, "publish").Inc()
+			s.log.Debug("marker: publish failed", "err", err)
+		}
+	}
+}
+
+// parseMarker returns the send time of one of this instance's markers; ok is
+// false for another instance's marker or a malformed one.
+func (s *Subscriber) parseMarker(payload string) (sent time.Time, ok bool) {
+	inst, rest, _ := strings.Cut(payload, " ")
+	if inst != s.cfg.Instance {
+		return time.Time{}, false
+	}
+	_, ns, _ := strings.Cut(rest, " ")
+	n, err := strconv.ParseInt(ns, 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, n), true
+}
+
+// pingPrefix starts the payload of the subscription's own pings: the rest is
+// the send time, so a PONG anchors like a marker.
+const pingPrefix = "keyrelay "
+
 // read receives until the connection breaks or ctx is cancelled. It returns
-// the last moment events were surely received.
-func (s *Subscriber) read(ctx context.Context, sess *session) (time.Time, error) {
-	lastAlive := time.Now()
-	pinged := false
+// the session's last anchor: the send time of the last marker or ping that
+// came back (or the subscription request), before which everything
+// published has been received. drained reports a stop whose drain completed.
+//
+// Health: every HealthInterval the reader pings through the subscription
+// (busy or not); the answer comes after everything Redis queued before the
+// ping. The connection is dead when, with nothing arriving, a ping stays
+// unanswered for twice HealthInterval, or markers Redis accepted stay away
+// for three marker intervals.
+func (s *Subscriber) read(ctx context.Context, sess *session) (anchor time.Time, drained bool, err error) {
+	anchor = sess.start
+	markerBack := sess.confirmed // send time of the last own marker that came back
+	var pingSent time.Time       // of the unanswered ping; zero when none
+	lastPing := sess.confirmed
 	var expires time.Time
 	if s.cfg.MaxConnectionAge > 0 {
-		expires = lastAlive.Add(s.cfg.MaxConnectionAge)
+		expires = sess.confirmed.Add(s.cfg.MaxConnectionAge)
+	}
+	rctx := context.WithoutCancel(ctx) // reads continue past ctx's end until the drain completes
+	ping := func(now time.Time) error {
+		if err := sess.pubsub.Ping(rctx, pingPrefix+strconv.FormatInt(now.UnixNano(), 10)); err != nil {
+			return fmt.Errorf("bridge: ping: %w", err)
+		}
+		pingSent, lastPing = now, now
+		return nil
 	}
 	st := s.newReadState()
+	// dispatch handles one message; done reports the end of a drain.
+	dispatch := func(msg any, now time.Time) (done bool) {
+		switch m := msg.(type) {
+		case *redis.Message:
+			if m.Pattern == "" && m.Channel == s.cfg.MarkerChannel {
+				if sent, ok := s.parseMarker(m.Payload); ok {
+					s.metrics.MarkersReturned.WithLabelValues(s.cfg.Source).Inc()
+					markerBack = sent
+					if sent.After(anchor) {
+						anchor = sent
+					}
+				}
+				return false
+			}
+			s.handle(m, now, st)
+		case *redis.Pong:
+			if ns, ok := strings.CutPrefix(m.Payload, pingPrefix); ok {
+				if n, err := strconv.ParseInt(ns, 10, 64); err == nil {
+					if sent := time.Unix(0, n); sent.After(anchor) {
+						anchor = sent
+					}
+				}
+			}
+			pingSent = time.Time{}
+		case *redis.Subscription:
+			return (m.Kind == "punsubscribe" || m.Kind == "unsubscribe") && m.Count == 0 && ctx.Err() != nil
+		}
+		return false
+	}
 	for _, e := range sess.early {
-		s.handle(e.msg, e.at, st)
+		dispatch(e.msg, e.at)
 	}
 	sess.early = nil
-	rctx := context.WithoutCancel(ctx) // reads continue past ctx's end until the drain completes
 	for {
 		if !expires.IsZero() && time.Now().After(expires) {
-			return lastAlive, errPlanned
+			return anchor, false, errPlanned
 		}
 		msg, err := sess.pubsub.ReceiveTimeout(rctx, s.cfg.HealthInterval)
 		now := time.Now()
@@ -287,34 +516,38 @@ func (s *Subscriber) read(ctx context.Context, sess *session) (time.Time, error)
 		if err != nil {
 			select {
 			case <-sess.moved:
-				return lastAlive, sess.why
+				return anchor, false, sess.why
 			default:
 			}
 			if ctx.Err() != nil {
-				return now, ctx.Err()
+				return anchor, false, ctx.Err() // the drain was cut
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				if pinged {
-					return lastAlive, fmt.Errorf("bridge: no answer to ping within %s", 2*s.cfg.HealthInterval)
-				}
-				if err := sess.pubsub.Ping(ctx); err != nil {
-					return lastAlive, fmt.Errorf("bridge: ping: %w", err)
-				}
-				pinged = true
-				continue
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				return anchor, false, err
 			}
-			return lastAlive, err
+			// Nothing arrived for HealthInterval.
+			if !pingSent.IsZero() && now.Sub(pingSent) >= 2*s.cfg.HealthInterval {
+				return anchor, false, fmt.Errorf("bridge: no answer to ping within %s", 2*s.cfg.HealthInterval)
+			}
+			if ns := sess.markerSent.Load(); ns != 0 && time.Unix(0, ns).Sub(markerBack) >= 3*s.cfg.MarkerInterval {
+				s.metrics.MarkerErrors.WithLabelValues(s.cfg.Source, "overdue").Inc()
+				return anchor, false, fmt.Errorf("bridge: markers published since %s did not come back", markerBack.Format(time.RFC3339Nano))
+			}
+			if pingSent.IsZero() {
+				if err := ping(now); err != nil {
+					return anchor, false, err
+				}
+			}
+			continue
 		}
-		lastAlive, pinged = now, false
-		switch m := msg.(type) {
-		case *redis.Message:
-			s.handle(m, now, st)
-		case *redis.Subscription:
-			if m.Kind == "punsubscribe" && m.Count == 0 && ctx.Err() != nil {
-				return now, ctx.Err() // drained: everything published before the stop is in
+		if dispatch(msg, now) {
+			return now, true, ctx.Err() // drained: everything published before the stop is in
+		}
+		if pingSent.IsZero() && now.Sub(lastPing) >= s.cfg.HealthInterval && ctx.Err() == nil {
+			if err := ping(now); err != nil {
+				return anchor, false, err
 			}
-		case *redis.Pong:
 		}
 	}
 }
@@ -363,7 +596,7 @@ func (s *Subscriber) handle(m *redis.Message, now time.Time, st *readState) {
 		return
 	}
 	s.metrics.noteNotification(now)
-	if !s.cfg.Filter.Match(n) {
+	if !s.cfg.Filter.Match(n) || (s.cfg.OwnKeyPrefix != "" && strings.HasPrefix(n.Key, s.cfg.OwnKeyPrefix)) {
 		s.metrics.Ignored.Inc()
 		return
 	}
@@ -438,7 +671,7 @@ func (s *Subscriber) probe(ctx context.Context) (id, role string, err error) {
 func nodeIdentity(ctx context.Context, cn *redis.Conn) (id, role string, err error) {
 	info, err := cn.Info(ctx, "server").Result()
 	if err != nil {
-		if strings.Contains(err.Error(), "NOPERM") {
+		if errors.Is(ClassifyRedisError(err), ErrRedisPermission) {
 			// An ACL user without +info: subscribe anyway; failover
 			// detection is off (logged by connect).
 			return "", "", nil
@@ -454,18 +687,6 @@ func nodeIdentity(ctx context.Context, cn *redis.Conn) (id, role string, err err
 		role, _ = r[0].(string)
 	}
 	return id, role, nil
-}
-
-// isPermanentRedisError reports errors that retrying will not fix: refused
-// authentication and missing permissions.
-func isPermanentRedisError(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"NOPERM", "WRONGPASS", "NOAUTH", "ERR AUTH", "invalid password", "not a primary"} {
-		if strings.Contains(msg, p) {
-			return true
-		}
-	}
-	return false
 }
 
 // Alive reports whether the reader loop is running: it beats at least once

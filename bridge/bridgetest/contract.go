@@ -115,6 +115,34 @@ func RunSinkContract(t *testing.T, newSink NewSinkFunc, opts ...ContractOption) 
 		}
 	})
 
+	t.Run("a cancelled context returns promptly", func(t *testing.T) {
+		s, _, _ := open(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		done := make(chan error, 1)
+		go func() { done <- s.Publish(ctx, ContractEntries()[:2]) }()
+		select {
+		case <-done: // delivered or not, either is allowed; returning is not optional
+		case <-time.After(5 * time.Second):
+			t.Fatal("Publish with a cancelled context did not return within 5 s")
+		}
+		_ = s.Close(context.Background())
+	})
+
+	t.Run("close twice, publish after close", func(t *testing.T) {
+		s, _, _ := open(t)
+		ctx := context.Background()
+		if err := s.Close(ctx); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if err := s.Close(ctx); err != nil {
+			t.Errorf("second Close = %v, want nil", err)
+		}
+		if err := s.Publish(ctx, ContractEntries()[:1]); err == nil {
+			t.Error("Publish after Close succeeded, want an error")
+		}
+	})
+
 	t.Run("check passes on a working target", func(t *testing.T) {
 		s, _, _ := open(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)

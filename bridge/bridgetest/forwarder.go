@@ -35,10 +35,48 @@ type Forwarder struct {
 	target string
 	conns  map[*forwardedConn]struct{}
 	closed bool
+	paused chan struct{} // non-nil while paused; closed by Resume
+}
+
+// Pause stops reading on every connection, open or new, in both directions,
+// until Resume: like a peer that stops reading its socket (a process
+// frozen, or too slow to keep up). Bytes already read are passed on; the
+// senders' buffers fill up, and Redis's output buffer for the client grows.
+func (f *Forwarder) Pause() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.paused == nil {
+		f.paused = make(chan struct{})
+	}
+}
+
+// Resume ends a Pause.
+func (f *Forwarder) Resume() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.paused != nil {
+		close(f.paused)
+		f.paused = nil
+	}
+}
+
+// waitResumed returns once the forwarder is not paused, or the connection
+// is cut.
+func (f *Forwarder) waitResumed(c *forwardedConn) {
+	f.mu.Lock()
+	ch := f.paused
+	f.mu.Unlock()
+	if ch != nil {
+		select {
+		case <-ch:
+		case <-c.cut:
+		}
+	}
 }
 
 // forwardedConn is one client connection and its connection to the target.
 type forwardedConn struct {
+	f              *Forwarder
 	client, server net.Conn
 	target         string
 
@@ -159,7 +197,7 @@ func (f *Forwarder) serve(client net.Conn, target string) {
 		_ = client.Close() // like a refused connection
 		return
 	}
-	c := &forwardedConn{client: client, server: server, target: target,
+	c := &forwardedConn{f: f, client: client, server: server, target: target,
 		stalled: make(chan struct{}), cut: make(chan struct{})}
 	f.mu.Lock()
 	if f.closed {
@@ -186,6 +224,7 @@ func (f *Forwarder) serve(client net.Conn, target string) {
 func (c *forwardedConn) pipe(dst, src net.Conn) {
 	buf := make([]byte, 32<<10)
 	for {
+		c.f.waitResumed(c)
 		n, err := src.Read(buf)
 		select {
 		case <-c.stalled:

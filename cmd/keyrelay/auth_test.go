@@ -232,9 +232,9 @@ func TestRBACUser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The access string the README recommends.
-	acl("keyrelay", "reset", "on", ">relay-pass", "-@all", "+psubscribe", "+punsubscribe", "+ping", "+info", "+role",
-		"&__keyevent@*__:*", "&__keyspace@*__:*")
+	// The access string docs/deployment.md recommends.
+	acl("keyrelay", "reset", "on", ">relay-pass", "-@all", "+psubscribe", "+punsubscribe", "+subscribe", "+unsubscribe",
+		"+publish", "+ping", "+info", "+role", "&__keyevent@*__:*", "&__keyspace@*__:*", "&keyrelay:*")
 	acl("nochannels", "reset", "on", ">relay-pass", "~*", "+@all", "resetchannels")
 
 	d := startDaemon(t, map[string]string{
@@ -245,6 +245,9 @@ func TestRBACUser(t *testing.T) {
 	waitForRecord(t, d, admin, "rbac:key")
 	if err := d.Stop(); err != nil {
 		t.Fatal(err)
+	}
+	if strings.Contains(d.Stderr.String(), "continuity markers are off") {
+		t.Errorf("the recommended access string does not allow markers:\n%s", d.Stderr.String())
 	}
 
 	for _, tc := range []struct {

@@ -54,6 +54,9 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer) error {
 		report(true, "redis "+opt.Addr+" reachable and authenticated", "")
 		checkRole(ctx, rdb, report)
 		checkNotifications(ctx, cfg, rdb, report)
+		checkMarkers(ctx, cfg, rdb, report, func(what, detail string) {
+			fmt.Fprintf(out, "warn %s: %s\n", what, detail)
+		})
 	}
 
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -114,7 +117,7 @@ func checkNotifications(ctx context.Context, cfg *Config, rdb *redis.Client, rep
 	if len(cfg.DBs) > 0 {
 		db = cfg.DBs[0]
 	}
-	probe := fmt.Sprintf("keyrelay:check:%d", time.Now().UnixNano())
+	probe := fmt.Sprintf("%scheck:%d", cfg.Prefix(), time.Now().UnixNano())
 	kind := cfg.Channels
 	other := bridge.KeySpace
 	if kind == bridge.KeySpace {
@@ -196,7 +199,7 @@ func checkNotifications(ctx context.Context, cfg *Config, rdb *redis.Client, rep
 		}
 		if err := probes[c](); err != nil && !errors.Is(err, redis.Nil) {
 			report(false, "write probe keys "+probe+":*", explainRedisError(err)+
-				" (the check writes short-lived probe keys; grant the user write access to keyrelay:check:* or verify notifications by hand)")
+				" (the check writes short-lived probe keys; grant the user write access to "+cfg.Prefix()+"* or verify notifications by hand)")
 			return
 		}
 	}
@@ -225,6 +228,44 @@ func checkNotifications(ctx context.Context, cfg *Config, rdb *redis.Client, rep
 	if len(unprovable) > 0 {
 		report(true, "events not provable by a probe", strings.Join(unprovable, ", ")+": make sure the parameter group enables their flags")
 	}
+}
+
+// checkMarkers proves that continuity markers work: a marker published on
+// keyrelay's channel comes back through a subscription. Without them the
+// daemon still runs (gap windows rest on the subscription's pings), so a
+// missing permission is a warning, not a failure.
+func checkMarkers(ctx context.Context, cfg *Config, rdb *redis.Client, report func(bool, string, string), warn func(string, string)) {
+	const what = "continuity markers"
+	ch := cfg.MarkerChannel()
+	if cfg.MarkerInterval == 0 {
+		warn(what, "off (KEYRELAY_MARKER_INTERVAL=0): gap windows rest on the subscription's pings")
+		return
+	}
+	ps := rdb.Subscribe(ctx)
+	defer ps.Close()
+	err := ps.Subscribe(ctx, ch)
+	if err == nil {
+		_, err = ps.ReceiveTimeout(ctx, 5*time.Second)
+	}
+	if err == nil {
+		err = rdb.Publish(ctx, ch, "keyrelay check").Err()
+	}
+	if errors.Is(bridge.ClassifyRedisError(err), bridge.ErrRedisPermission) {
+		warn(what, fmt.Sprintf("off: %v: grant +publish and &%s (or &keyrelay:*) to have them; meanwhile gap windows rest on the subscription's pings", err, ch))
+		return
+	}
+	if err == nil {
+		var msg any
+		msg, err = ps.ReceiveTimeout(ctx, 3*time.Second)
+		if m, ok := msg.(*redis.Message); err == nil && (!ok || m.Channel != ch) {
+			err = fmt.Errorf("unexpected reply %v", msg)
+		}
+	}
+	if err != nil {
+		report(false, what+" on "+ch, explainRedisError(err))
+		return
+	}
+	report(true, what+" on "+ch, "")
 }
 
 // probeable are the events the check's probe writes fire.
@@ -278,15 +319,18 @@ func withDB(o *redis.Options, db int) *redis.Options {
 // explainRedisError adds the fix, in ElastiCache terms, to common errors.
 func explainRedisError(err error) string {
 	msg := err.Error()
+	err = bridge.ClassifyRedisError(err)
 	switch {
-	case strings.Contains(msg, "NOPERM") && strings.Contains(msg, "channel"):
+	case errors.Is(err, bridge.ErrRedisPermission) && strings.Contains(msg, "channel"):
 		return msg + ": the user lacks channel access; add &__keyevent@*__:* and &__keyspace@*__:* (or &*) to its access string"
-	case strings.Contains(msg, "NOPERM"):
+	case errors.Is(err, bridge.ErrRedisPermission):
 		return msg + ": the user's access string lacks this command (it needs +psubscribe +ping +info)"
-	case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "invalid password"), strings.Contains(msg, "invalid username-password"):
-		return msg + ": check KEYRELAY_REDIS_USERNAME / KEYRELAY_REDIS_PASSWORD (the AUTH token or RBAC password)"
-	case strings.Contains(msg, "NOAUTH"):
+	case errors.Is(err, bridge.ErrRedisAuth) && strings.Contains(msg, "NOAUTH"):
 		return msg + ": the server requires a password: set KEYRELAY_REDIS_PASSWORD (the AUTH token)"
+	case errors.Is(err, bridge.ErrRedisAuth):
+		return msg + ": check KEYRELAY_REDIS_USERNAME / KEYRELAY_REDIS_PASSWORD (the AUTH token or RBAC password)"
+	case errors.Is(err, bridge.ErrRedisDB):
+		return msg + ": the server has no such database: check the /db of KEYRELAY_REDIS_URL (ElastiCache with cluster mode enabled has only database 0)"
 	case strings.Contains(msg, "connection reset") || strings.Contains(msg, "EOF"):
 		return msg + ": if the cluster has in-transit encryption, use rediss:// in KEYRELAY_REDIS_URL"
 	case strings.Contains(msg, "deadline exceeded"):

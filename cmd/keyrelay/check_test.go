@@ -19,7 +19,9 @@ func TestCheckNotifications(t *testing.T) {
 		want   []string
 		reject []string
 	}{
-		{flags: "KEA", ok: true, want: []string{"ok   keyevent notifications flowing", "all checks passed"}},
+		{flags: "KEA", ok: true, want: []string{"ok   keyevent notifications flowing", "ok   continuity markers on keyrelay:keyrelay:markers", "all checks passed"}},
+		{flags: "KEA", env: map[string]string{"KEYRELAY_MARKER_INTERVAL": "0", "KEYRELAY_NAME": "orders"}, ok: true,
+			want: []string{"warn continuity markers: off (KEYRELAY_MARKER_INTERVAL=0)", "all checks passed"}},
 		{flags: "", want: []string{"FAIL keyevent notifications flowing: no notification arrived: notify-keyspace-events is empty or lacks E", "custom parameter group"}},
 		{flags: "Ex", want: []string{"flags missing from notify-keyspace-events for the configured events: $ghlstz"}},
 		{flags: "Ex", env: map[string]string{"KEYRELAY_EVENTS": "expired"}, ok: true, want: []string{"ok   keyevent notifications flowing"}},
@@ -28,7 +30,7 @@ func TestCheckNotifications(t *testing.T) {
 		{flags: "Kx", env: map[string]string{"KEYRELAY_EVENTS": "expired", "KEYRELAY_CHANNELS": "keyspace"}, ok: true, want: []string{"ok   keyspace notifications flowing"}},
 		{flags: "KEA", env: map[string]string{"KEYRELAY_EVENTS": "expired,evicted"}, ok: true, want: []string{"events not provable by a probe: evicted (flag e)"}},
 	} {
-		t.Run(tc.flags+"/"+tc.env["KEYRELAY_EVENTS"]+tc.env["KEYRELAY_CHANNELS"], func(t *testing.T) {
+		t.Run(tc.flags+"/"+tc.env["KEYRELAY_EVENTS"]+tc.env["KEYRELAY_CHANNELS"]+tc.env["KEYRELAY_MARKER_INTERVAL"], func(t *testing.T) {
 			rs := bridgetest.StartRedis(t, "--notify-keyspace-events", tc.flags)
 			t.Setenv("KEYRELAY_REDIS_URL", "redis://"+rs.Addr)
 			for k, v := range tc.env {
@@ -45,7 +47,7 @@ func TestCheckNotifications(t *testing.T) {
 				}
 			}
 			// The probe keys are cleaned up.
-			if keys, _ := rs.Client(0).Keys(context.Background(), "keyrelay:check:*").Result(); len(keys) > 0 {
+			if keys, _ := rs.Client(0).Keys(context.Background(), "keyrelay:keyrelay:check:*").Result(); len(keys) > 0 {
 				t.Errorf("probe keys left behind: %v", keys)
 			}
 		})

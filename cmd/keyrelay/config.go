@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +31,7 @@ const envPrefix = "KEYRELAY"
 // the desc tags are user documentation.
 type Config struct {
 	RedisConfig
+	ContinuityConfig
 	FilterConfig
 	SinkConfig
 	BufferConfig
@@ -48,6 +52,18 @@ type RedisConfig struct {
 	RedisIAMCacheID    string `envconfig:"REDIS_IAM_CACHE_ID" desc:"with IAM auth: the replication group id (or serverless cache name) the token is signed for"`
 	RedisIAMServerless bool   `envconfig:"REDIS_IAM_SERVERLESS" default:"false" desc:"with IAM auth: KEYRELAY_REDIS_IAM_CACHE_ID names a serverless cache"`
 }
+
+// ContinuityConfig is keyrelay's own channel and keys in Redis.
+type ContinuityConfig struct {
+	Name           string        `envconfig:"NAME" default:"keyrelay" desc:"names the group of instances that relay one cache (letters, digits, . _ -); keyrelay's own channel and keys are keyrelay:NAME:… and never become records"`
+	MarkerInterval time.Duration `envconfig:"MARKER_INTERVAL" default:"1s" desc:"how often keyrelay publishes a continuity marker on its channel keyrelay:NAME:markers and reads it back: a gap's since is the send time of the last marker that came back; 0 disables (gap windows then rest on the subscription's pings)"`
+}
+
+// Prefix is the start of every key and channel keyrelay uses itself.
+func (c ContinuityConfig) Prefix() string { return "keyrelay:" + c.Name + ":" }
+
+// MarkerChannel is the channel of the continuity markers.
+func (c ContinuityConfig) MarkerChannel() string { return c.Prefix() + "markers" }
 
 // FilterConfig selects what is forwarded.
 type FilterConfig struct {
@@ -76,6 +92,7 @@ type BufferConfig struct {
 	BatchLinger   time.Duration   `envconfig:"BATCH_LINGER" default:"20ms" desc:"how long a batch waits to fill before it is sent"`
 	RetryInitial  time.Duration   `envconfig:"RETRY_INITIAL" default:"100ms" desc:"first retry back-off (doubles, with jitter)"`
 	RetryMax      time.Duration   `envconfig:"RETRY_MAX" default:"10s" desc:"longest retry back-off"`
+	StallTimeout  time.Duration   `envconfig:"SINK_STALL_TIMEOUT" default:"10s" desc:"a publish blocked longer than this (a standard output nobody reads) makes /readyz fail"`
 }
 
 // OpsConfig is logging, HTTP and shutdown.
@@ -171,6 +188,7 @@ func loadConfig() (*Config, error) {
 			}
 		}
 	}
+	cfg.Events, cfg.Keys, cfg.Sinks = trimList(cfg.Events), trimList(cfg.Keys), trimList(cfg.Sinks)
 	if err := cfg.Validate(); err != nil {
 		problems = append(problems, err.(interface{ Unwrap() []error }).Unwrap()...)
 	}
@@ -182,10 +200,12 @@ func loadConfig() (*Config, error) {
 
 func parseReason(pe *envconfig.ParseError) string {
 	switch pe.TypeName {
-	case "Duration":
+	case "time.Duration", "Duration":
 		return "must be a duration such as 500ms, 5s or 1m"
 	case "int", "int64":
 		return "must be a whole number"
+	case "bool":
+		return "must be true or false"
 	case "[]int":
 		return "must be comma-separated whole numbers"
 	}
@@ -203,126 +223,197 @@ func varError(name, value, reason string) error {
 	return fmt.Errorf("%s=%q: %s", name, value, reason)
 }
 
-// Validate checks every field and returns all problems, joined.
-func (c *Config) Validate() error {
-	var errs []error
-	bad := func(suffix, value, reason string) {
-		errs = append(errs, varError(envPrefix+"_"+suffix, value, reason))
+// problems collects configuration problems, each naming its variable.
+type problems struct{ errs []error }
+
+// bad records a problem with KEYRELAY_<suffix>=value.
+func (p *problems) bad(suffix, value, reason string) {
+	p.errs = append(p.errs, varError(envPrefix+"_"+suffix, value, reason))
+}
+
+// interval checks a duration against its bounds; zeroOK allows 0 (off).
+func (p *problems) interval(suffix string, d, lo, hi time.Duration, zeroOK bool) {
+	if (d == 0 && zeroOK) || (d >= lo && d <= hi) {
+		return
 	}
+	allowed := fmt.Sprintf("must be from %s to %s", lo, hi)
+	if zeroOK {
+		allowed = fmt.Sprintf("must be 0 (off) or from %s to %s", lo, hi)
+	}
+	p.bad(suffix, d.String(), allowed)
+}
+
+// Validate checks every field and returns all problems, joined. It does not
+// change the configuration (lists are trimmed at load).
+func (c *Config) Validate() error {
+	var p problems
+	c.RedisConfig.validate(&p)
+	c.ContinuityConfig.validate(&p)
+	c.FilterConfig.validate(&p)
+	c.SinkConfig.validate(&p)
+	c.BufferConfig.validate(&p)
+	c.OpsConfig.validate(&p)
+	return errors.Join(p.errs...)
+}
+
+// Warnings are configuration oddities that do not stop start-up; the daemon
+// logs them.
+func (c *Config) Warnings() []string {
+	var w []string
+	for _, e := range c.Events {
+		if !bridge.KnownEvent(e) {
+			w = append(w, fmt.Sprintf("KEYRELAY_EVENTS: %q is not an event name Redis publishes (a module's own event, or a typo?)", e))
+		}
+	}
+	return w
+}
+
+func (c *RedisConfig) validate(p *problems) {
 	if opt, err := c.redisOptions(); err != nil {
 		var ve *varErr
 		if errors.As(err, &ve) {
-			errs = append(errs, varError(ve.name, ve.value, ve.reason))
+			p.errs = append(p.errs, varError(ve.name, ve.value, ve.reason))
 		} else {
-			bad("REDIS_URL", "", err.Error())
+			p.bad("REDIS_URL", "", err.Error())
 		}
 	} else if c.RedisIAMAuth {
 		if opt.TLSConfig == nil {
-			bad("REDIS_IAM_AUTH", "true", "needs a rediss:// KEYRELAY_REDIS_URL: ElastiCache accepts IAM authentication only with in-transit encryption")
+			p.bad("REDIS_IAM_AUTH", "true", "needs a rediss:// KEYRELAY_REDIS_URL: ElastiCache accepts IAM authentication only with in-transit encryption")
 		}
 		if opt.Username == "" {
-			bad("REDIS_USERNAME", "", "required with KEYRELAY_REDIS_IAM_AUTH=true: the IAM-enabled ElastiCache user (its user name and user id are identical)")
+			p.bad("REDIS_USERNAME", "", "required with KEYRELAY_REDIS_IAM_AUTH=true: the IAM-enabled ElastiCache user (its user name and user id are identical)")
 		}
 		if opt.Password != "" {
-			bad("REDIS_PASSWORD", "", "must be empty with KEYRELAY_REDIS_IAM_AUTH=true (also in the URL): the IAM token is the password")
+			p.bad("REDIS_PASSWORD", "", "must be empty with KEYRELAY_REDIS_IAM_AUTH=true (also in the URL): the IAM token is the password")
 		}
 		if c.RedisIAMCacheID == "" {
-			bad("REDIS_IAM_CACHE_ID", "", "required with KEYRELAY_REDIS_IAM_AUTH=true: the replication group id (or serverless cache name)")
+			p.bad("REDIS_IAM_CACHE_ID", "", "required with KEYRELAY_REDIS_IAM_AUTH=true: the replication group id (or serverless cache name)")
 		} else if err := iamauth.ValidateCacheID(c.RedisIAMCacheID); err != nil {
-			bad("REDIS_IAM_CACHE_ID", c.RedisIAMCacheID, err.Error())
+			p.bad("REDIS_IAM_CACHE_ID", c.RedisIAMCacheID, err.Error())
 		}
 	} else {
 		if c.RedisIAMCacheID != "" {
-			bad("REDIS_IAM_CACHE_ID", c.RedisIAMCacheID, "only used with KEYRELAY_REDIS_IAM_AUTH=true")
+			p.bad("REDIS_IAM_CACHE_ID", c.RedisIAMCacheID, "only used with KEYRELAY_REDIS_IAM_AUTH=true")
 		}
 		if c.RedisIAMServerless {
-			bad("REDIS_IAM_SERVERLESS", "true", "only used with KEYRELAY_REDIS_IAM_AUTH=true")
+			p.bad("REDIS_IAM_SERVERLESS", "true", "only used with KEYRELAY_REDIS_IAM_AUTH=true")
 		}
 	}
-	if c.HealthInterval < 100*time.Millisecond {
-		bad("REDIS_HEALTH_INTERVAL", c.HealthInterval.String(), "must be at least 100ms")
+	p.interval("REDIS_HEALTH_INTERVAL", c.HealthInterval, 100*time.Millisecond, time.Minute, false)
+	p.interval("REDIS_FAILOVER_CHECK_INTERVAL", c.FailoverInterval, 100*time.Millisecond, time.Hour, true)
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+func (c *ContinuityConfig) validate(p *problems) {
+	if !nameRE.MatchString(c.Name) {
+		p.bad("NAME", c.Name, "must be 1 to 64 letters, digits, '.', '_' or '-'")
 	}
-	if c.FailoverInterval < 0 {
-		bad("REDIS_FAILOVER_CHECK_INTERVAL", c.FailoverInterval.String(), "must be 0 (off) or positive")
-	}
-	if c.Channels != bridge.KeyEvent && c.Channels != bridge.KeySpace {
-		bad("CHANNELS", string(c.Channels), "must be keyevent or keyspace")
-	}
-	c.Events = trimList(c.Events)
+	p.interval("MARKER_INTERVAL", c.MarkerInterval, 100*time.Millisecond, time.Minute, true)
+}
+
+func (c *FilterConfig) validate(p *problems) {
 	for _, e := range c.Events {
-		if strings.ContainsAny(e, " \t\r\n*?[]") {
-			bad("EVENTS", strings.Join(c.Events, ","), fmt.Sprintf("event %q: event names have no spaces or glob characters", e))
+		switch {
+		case strings.ContainsAny(e, " \t\r\n*?[]"):
+			p.bad("EVENTS", strings.Join(c.Events, ","), fmt.Sprintf("event %q: event names have no spaces or glob characters", e))
+		case strings.ToLower(e) != e:
+			p.bad("EVENTS", strings.Join(c.Events, ","), fmt.Sprintf("event %q: Redis's event names are lower case (%s)", e, strings.ToLower(e)))
 		}
 	}
-	c.Keys = trimList(c.Keys)
 	for _, db := range c.DBs {
 		if db < 0 {
-			bad("DBS", fmt.Sprint(c.DBs), "database numbers are 0 or more")
+			p.bad("DBS", fmt.Sprint(c.DBs), "database numbers are 0 or more")
 			break
 		}
 	}
-	c.Sinks = trimList(c.Sinks)
+}
+
+func (c *SinkConfig) validate(p *problems) {
 	if len(c.Sinks) == 0 {
-		bad("SINKS", "", "name at least one sink: stdout, sqs, sns")
+		p.bad("SINKS", "", "name at least one sink: stdout, sqs, sns")
 	}
 	seen := map[string]bool{}
 	for _, s := range c.Sinks {
 		switch {
 		case s != "stdout" && s != "sqs" && s != "sns":
-			bad("SINKS", strings.Join(c.Sinks, ","), fmt.Sprintf("unknown sink %q: allowed are stdout, sqs, sns", s))
+			p.bad("SINKS", strings.Join(c.Sinks, ","), fmt.Sprintf("unknown sink %q: allowed are stdout, sqs, sns", s))
 		case seen[s]:
-			bad("SINKS", strings.Join(c.Sinks, ","), fmt.Sprintf("sink %q named twice", s))
+			p.bad("SINKS", strings.Join(c.Sinks, ","), fmt.Sprintf("sink %q named twice", s))
 		}
 		seen[s] = true
 	}
-	if seen["sqs"] {
-		if c.SQSQueueURL == "" {
-			bad("SQS_QUEUE_URL", "", "required when sqs is a sink")
-		} else if u, err := url.Parse(c.SQSQueueURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			bad("SQS_QUEUE_URL", c.SQSQueueURL, "must be a queue URL such as https://sqs.us-east-1.amazonaws.com/123456789012/my-queue")
+	switch {
+	case seen["sqs"] && c.SQSQueueURL == "":
+		p.bad("SQS_QUEUE_URL", "", "required when sqs is a sink")
+	case seen["sqs"]:
+		if u, err := url.Parse(c.SQSQueueURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			p.bad("SQS_QUEUE_URL", c.SQSQueueURL, "must be a queue URL such as https://sqs.us-east-1.amazonaws.com/123456789012/my-queue")
 		}
+	case c.SQSQueueURL != "":
+		p.bad("SQS_QUEUE_URL", c.SQSQueueURL, "only used when sqs is a sink (KEYRELAY_SINKS=…,sqs)")
 	}
-	if seen["sns"] {
-		if c.SNSTopicARN == "" {
-			bad("SNS_TOPIC_ARN", "", "required when sns is a sink")
-		} else if !strings.HasPrefix(c.SNSTopicARN, "arn:") || strings.Count(c.SNSTopicARN, ":") != 5 {
-			bad("SNS_TOPIC_ARN", c.SNSTopicARN, "must be a topic ARN such as arn:aws:sns:us-east-1:123456789012:my-topic")
+	switch {
+	case seen["sns"] && c.SNSTopicARN == "":
+		p.bad("SNS_TOPIC_ARN", "", "required when sns is a sink")
+	case seen["sns"]:
+		if !strings.HasPrefix(c.SNSTopicARN, "arn:") || strings.Count(c.SNSTopicARN, ":") != 5 {
+			p.bad("SNS_TOPIC_ARN", c.SNSTopicARN, "must be a topic ARN such as arn:aws:sns:us-east-1:123456789012:my-topic")
+		}
+	case c.SNSTopicARN != "":
+		p.bad("SNS_TOPIC_ARN", c.SNSTopicARN, "only used when sns is a sink (KEYRELAY_SINKS=…,sns)")
+	}
+	if !seen["sqs"] && !seen["sns"] {
+		// Variables of the AWS sinks, set explicitly without one.
+		for _, v := range []string{"FIFO_GROUP", "PACK", "SINK_MAX_IN_FLIGHT"} {
+			if val, ok := os.LookupEnv(envPrefix + "_" + v); ok {
+				p.bad(v, val, "only used with an sqs or sns sink")
+			}
 		}
 	}
 	if _, err := awsbatch.ParseGroupBy(c.FIFOGroup); err != nil {
-		bad("FIFO_GROUP", c.FIFOGroup, err.Error())
+		p.bad("FIFO_GROUP", c.FIFOGroup, err.Error())
 	}
 	if pack, err := awsbatch.ParsePacking(c.Pack); err != nil {
-		bad("PACK", c.Pack, err.Error())
+		p.bad("PACK", c.Pack, err.Error())
 	} else if pack == awsbatch.PackNDJSON {
 		for _, t := range [][2]string{{"sqs", c.SQSQueueURL}, {"sns", c.SNSTopicARN}} {
 			if seen[t[0]] && awsbatch.IsFIFO(t[1]) {
-				bad("PACK", c.Pack, fmt.Sprintf("packing is not available for the FIFO %s target %s (per-record deduplication and group order); use off", t[0], t[1]))
+				p.bad("PACK", c.Pack, fmt.Sprintf("packing is not available for the FIFO %s target %s (per-record deduplication and group order); use off", t[0], t[1]))
 			}
 		}
 	}
 	if c.MaxInFlight < 1 || c.MaxInFlight > 64 {
-		bad("SINK_MAX_IN_FLIGHT", fmt.Sprint(c.MaxInFlight), "must be 1 to 64")
+		p.bad("SINK_MAX_IN_FLIGHT", fmt.Sprint(c.MaxInFlight), "must be 1 to 64")
 	}
+}
+
+func (c *BufferConfig) validate(p *problems) {
 	if c.BufferRecords < 1 {
-		bad("BUFFER_RECORDS", fmt.Sprint(c.BufferRecords), "must be at least 1")
+		p.bad("BUFFER_RECORDS", fmt.Sprint(c.BufferRecords), "must be at least 1")
 	}
 	if c.BufferBytes < 1024 {
-		bad("BUFFER_BYTES", fmt.Sprint(c.BufferBytes), "must be at least 1024")
+		p.bad("BUFFER_BYTES", fmt.Sprint(c.BufferBytes), "must be at least 1024")
 	}
-	if c.BatchLinger < 0 {
-		bad("BATCH_LINGER", c.BatchLinger.String(), "must not be negative")
-	}
-	if c.RetryInitial <= 0 {
-		bad("RETRY_INITIAL", c.RetryInitial.String(), "must be positive")
-	}
+	p.interval("BATCH_LINGER", c.BatchLinger, 0, 10*time.Second, false)
+	p.interval("RETRY_INITIAL", c.RetryInitial, 10*time.Millisecond, time.Minute, false)
 	if c.RetryMax < c.RetryInitial {
-		bad("RETRY_MAX", c.RetryMax.String(), "must be at least KEYRELAY_RETRY_INITIAL")
+		p.bad("RETRY_MAX", c.RetryMax.String(), "must be at least KEYRELAY_RETRY_INITIAL")
+	} else {
+		p.interval("RETRY_MAX", c.RetryMax, 10*time.Millisecond, 10*time.Minute, false)
 	}
-	if c.ShutdownTimeout <= 0 {
-		bad("SHUTDOWN_TIMEOUT", c.ShutdownTimeout.String(), "must be positive")
+	p.interval("SINK_STALL_TIMEOUT", c.StallTimeout, time.Second, time.Hour, false)
+}
+
+func (c *OpsConfig) validate(p *problems) {
+	if c.HTTPAddr != "" {
+		if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			p.bad("HTTP_ADDR", c.HTTPAddr, "must be host:port or :port, e.g. :9180 (empty disables)")
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			p.bad("HTTP_ADDR", c.HTTPAddr, "the port must be a number from 0 to 65535")
+		}
 	}
-	return errors.Join(errs...)
+	p.interval("SHUTDOWN_TIMEOUT", c.ShutdownTimeout, time.Second, time.Hour, false)
 }
 
 type varErr struct{ name, value, reason string }
@@ -330,11 +421,32 @@ type varErr struct{ name, value, reason string }
 func (e *varErr) Error() string { return e.name + ": " + e.reason }
 
 // redisOptions builds the go-redis options from the URL and its overrides.
-func (c *Config) redisOptions() (*redis.Options, error) {
+func (c *RedisConfig) redisOptions() (*redis.Options, error) {
+	const urlForm = "must be redis://[user:password@]host:port[/db] or rediss://…"
 	opt, err := redis.ParseURL(c.RedisURL)
 	if err != nil {
-		// The URL may hold a password: never echo it.
-		return nil, &varErr{envPrefix + "_REDIS_URL", "", "must be redis://[user:password@]host:port[/db] or rediss://…: " + strings.TrimPrefix(err.Error(), "redis: ")}
+		// The URL may hold a password: never echo it, nor url.Error's
+		// copy of it.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, &varErr{envPrefix + "_REDIS_URL", "", urlForm + ": " + redactURL(strings.TrimPrefix(err.Error(), "redis: "), c.RedisURL)}
+	}
+	if u, err := url.Parse(c.RedisURL); err == nil {
+		for k := range u.Query() {
+			if k == "skip_verify" || strings.Contains(strings.ToLower(k), "insecure") {
+				return nil, &varErr{envPrefix + "_REDIS_URL", "", fmt.Sprintf("option %q is refused: keyrelay never skips TLS verification (for a private CA set KEYRELAY_REDIS_CA_FILE)", k)}
+			}
+		}
+	}
+	if opt.TLSConfig != nil && opt.TLSConfig.InsecureSkipVerify {
+		return nil, &varErr{envPrefix + "_REDIS_URL", "", "keyrelay never skips TLS verification (for a private CA set KEYRELAY_REDIS_CA_FILE)"}
+	}
+	if _, port, err := net.SplitHostPort(opt.Addr); err != nil {
+		return nil, &varErr{envPrefix + "_REDIS_URL", "", urlForm}
+	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return nil, &varErr{envPrefix + "_REDIS_URL", "", urlForm + ": the port must be 1 to 65535"}
 	}
 	if c.RedisUsername != "" {
 		opt.Username = c.RedisUsername
@@ -365,6 +477,25 @@ func (c *Config) redisOptions() (*redis.Options, error) {
 			CacheID: c.RedisIAMCacheID, UserID: opt.Username, Serverless: c.RedisIAMServerless})
 	}
 	return opt, nil
+}
+
+// redactURL removes the user information of raw (which may hold a password)
+// from msg.
+func redactURL(msg, raw string) string {
+	_, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		rest = raw
+	}
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	if i := strings.LastIndexByte(rest, '@'); i > 0 {
+		msg = strings.ReplaceAll(msg, rest[:i], "REDACTED")
+		if _, pass, ok := strings.Cut(rest[:i], ":"); ok && pass != "" {
+			msg = strings.ReplaceAll(msg, pass, "REDACTED")
+		}
+	}
+	return msg
 }
 
 func trimList(in []string) []string {

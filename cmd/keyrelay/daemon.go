@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,15 +28,27 @@ func newLogger(cfg *Config, stderr io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(stderr, opts))
 }
 
-// runDaemon wires subscriber, relay, sinks and HTTP, runs until ctx ends, then
-// shuts down in data-flow order: stop reading, deliver what is buffered within
-// the shutdown timeout (abort cuts it short), close the sinks.
+// runDaemon wires subscriber, relay, sinks and HTTP, runs until ctx ends (or
+// a sink's target closes for good), then shuts down in data-flow order: stop
+// reading, deliver what is buffered within the shutdown timeout, counted from
+// the stop (abort cuts it short), close the sinks.
 func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer) error {
 	log := newLogger(cfg, stderr)
 	setRedisLogger(log)
 	opt, err := cfg.redisOptions()
 	if err != nil {
 		return err // validated already
+	}
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration: " + w)
+	}
+	var ln net.Listener
+	if cfg.HTTPAddr != "" {
+		// Before anything else: a taken port is a configuration problem.
+		if ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return &ConfigError{Problems: []error{varError(envPrefix+"_HTTP_ADDR", cfg.HTTPAddr, err.Error())}}
+		}
+		defer ln.Close()
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -53,6 +66,7 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		RetryInitial:  cfg.RetryInitial,
 		RetryMax:      cfg.RetryMax,
 		Source:        opt.Addr,
+		StallTimeout:  cfg.StallTimeout,
 	}, sinks, log, metrics)
 	relay.Start()
 
@@ -71,15 +85,14 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		HealthInterval:   cfg.HealthInterval,
 		FailoverInterval: cfg.FailoverInterval,
 		MaxConnectionAge: maxAge,
+		MarkerChannel:    cfg.MarkerChannel(),
+		MarkerInterval:   cfg.MarkerInterval,
+		Instance:         bridge.NewInstanceID(),
+		OwnKeyPrefix:     cfg.Prefix(),
 	}, relay, log, metrics)
 
 	var srv *http.Server
-	if cfg.HTTPAddr != "" {
-		ln, err := net.Listen("tcp", cfg.HTTPAddr)
-		if err != nil {
-			_ = relay.Shutdown(context.Background())
-			return fmt.Errorf("KEYRELAY_HTTP_ADDR=%q: %w", cfg.HTTPAddr, err)
-		}
+	if ln != nil {
 		srv = &http.Server{Handler: httpHandler(reg, sub, relay), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -90,11 +103,39 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 	}
 
 	log.Info("keyrelay starting", "version", version, "endpoint", opt.Addr,
-		"tls", opt.TLSConfig != nil, "channels", cfg.Channels, "sinks", cfg.Sinks)
-	subErr := sub.Run(ctx) // returns when ctx ends, or on a permanent error
+		"tls", opt.TLSConfig != nil, "channels", cfg.Channels, "sinks", cfg.Sinks,
+		"markers", cfg.MarkerChannel(), "marker_interval", cfg.MarkerInterval.String())
+	// The deadline of the stop runs from the moment it begins: the drain of
+	// the subscription counts against it.
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	var stopAt atomic.Int64
+	context.AfterFunc(readCtx, func() { stopAt.Store(time.Now().UnixNano()) })
+	subDone := make(chan error, 1)
+	go func() { subDone <- sub.Run(readCtx) }()
+	var subErr, fatalErr error
+	fatal, aborted := relay.Fatal(), abort.Done()
+	for waiting := true; waiting; {
+		select {
+		case subErr = <-subDone:
+			waiting = false
+		case fatalErr = <-fatal:
+			fatal = nil
+			stopReading()
+		case <-aborted:
+			aborted = nil
+			stopReading()
+			sub.Abort() // cut the drain short; the gap is still reported
+		}
+	}
+	stopReading()
+	stopped := time.Now()
+	if t := stopAt.Load(); t != 0 && t < stopped.UnixNano() {
+		stopped = time.Unix(0, t)
+	}
 
 	log.Info("stopping: delivering buffered records", "timeout", cfg.ShutdownTimeout.String())
-	sctx, cancel := context.WithTimeout(abort, cfg.ShutdownTimeout)
+	sctx, cancel := context.WithDeadline(abort, stopped.Add(cfg.ShutdownTimeout))
 	defer cancel()
 	shutErr := relay.Shutdown(sctx)
 	if srv != nil {
@@ -108,7 +149,7 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 	if subErr != nil {
 		subErr = fmt.Errorf("subscription: %w%s", subErr, redisErrorHint(subErr, patterns))
 	}
-	if err := errors.Join(subErr, shutErr); err != nil {
+	if err := errors.Join(fatalErr, subErr, shutErr); err != nil {
 		log.Error("stopped with errors", "err", err)
 		return err
 	}
@@ -122,7 +163,7 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 // channel rules, so &__keyevent@*__:* does not allow __keyevent@*__:expired.
 func redisErrorHint(err error, patterns []string) string {
 	msg := err.Error()
-	if strings.Contains(msg, "NOPERM") && strings.Contains(msg, "channel") {
+	if errors.Is(bridge.ClassifyRedisError(err), bridge.ErrRedisPermission) && strings.Contains(msg, "channel") {
 		return fmt.Sprintf(": the Redis user lacks channel permission: add &* or exactly &%s to its ACL access string (PSUBSCRIBE patterns are matched literally)",
 			strings.Join(patterns, " &"))
 	}

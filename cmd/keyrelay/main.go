@@ -25,6 +25,9 @@ func main() {
 	abortCtx, abort := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	// A closed standard output (keyrelay | head) must be an EPIPE error the
+	// stdout sink reports, not a silent death by SIGPIPE.
+	signal.Ignore(syscall.SIGPIPE)
 	go func() {
 		<-sigs
 		stop()
@@ -86,7 +89,7 @@ Usage:
   keyrelay check        check Redis, notifications and every sink with this configuration; exit 0 when all pass
   keyrelay healthcheck  probe the local /healthz (for container health checks); exit 0 or 1
   keyrelay version      print the version
-  keyrelay help         this text (--markdown: the README's configuration table)
+  keyrelay help         this text (--markdown: the configuration table of docs/configuration.md)
 
 Configuration (environment variables; AWS access uses the SDK's standard chain:
 AWS_REGION, AWS_PROFILE, the task role, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SQS, AWS_ENDPOINT_URL_SNS):

@@ -26,7 +26,8 @@ func TestPackConfig(t *testing.T) {
 		{"FIFO topic", map[string]string{"KEYRELAY_PACK": "ndjson", "KEYRELAY_SINKS": "sns", "KEYRELAY_SNS_TOPIC_ARN": topic + ".fifo"},
 			`KEYRELAY_PACK="ndjson": packing is not available for the FIFO sns target`},
 		{"FIFO queue not used", map[string]string{"KEYRELAY_PACK": "ndjson", "KEYRELAY_SINKS": "sns",
-			"KEYRELAY_SQS_QUEUE_URL": queue + ".fifo", "KEYRELAY_SNS_TOPIC_ARN": topic}, ""},
+			"KEYRELAY_SQS_QUEUE_URL": queue + ".fifo", "KEYRELAY_SNS_TOPIC_ARN": topic},
+			`KEYRELAY_SQS_QUEUE_URL="` + queue + `.fifo": only used when sqs is a sink`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clearKeyrelayEnv(t)

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"strings"
+	"testing"
+)
+
+// TestConfigurationProblems runs keyrelay with a bad configuration: exit
+// status 2 before anything starts, every message naming the variable and
+// what is allowed, and never a secret.
+func TestConfigurationProblems(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	const secret = "Tok^en99"
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{"password in an unparsable URL", map[string]string{"KEYRELAY_REDIS_URL": "redis://user:" + secret + "@host:6379"},
+			[]string{"KEYRELAY_REDIS_URL", "redis://[user:password@]host:port"}},
+		{"password with %", map[string]string{"KEYRELAY_REDIS_URL": "redis://user:Tok%zz" + secret + "@host:6379"},
+			[]string{"KEYRELAY_REDIS_URL"}},
+		{"skip_verify", map[string]string{"KEYRELAY_REDIS_URL": "rediss://host:6379?skip_verify=true"},
+			[]string{"KEYRELAY_REDIS_URL", "never skips TLS verification", "KEYRELAY_REDIS_CA_FILE"}},
+		{"port out of range", map[string]string{"KEYRELAY_REDIS_URL": "redis://host:99999"},
+			[]string{"KEYRELAY_REDIS_URL", "1 to 65535"}},
+		{"failover check too often", map[string]string{"KEYRELAY_REDIS_FAILOVER_CHECK_INTERVAL": "1ns"},
+			[]string{`KEYRELAY_REDIS_FAILOVER_CHECK_INTERVAL="1ns"`, "0 (off) or from 100ms"}},
+		{"marker interval", map[string]string{"KEYRELAY_MARKER_INTERVAL": "1ms"},
+			[]string{`KEYRELAY_MARKER_INTERVAL="1ms"`, "0 (off) or from 100ms"}},
+		{"name", map[string]string{"KEYRELAY_NAME": "a b"}, []string{`KEYRELAY_NAME="a b"`, "letters, digits"}},
+		{"shutdown timeout", map[string]string{"KEYRELAY_SHUTDOWN_TIMEOUT": "1ms"}, []string{"KEYRELAY_SHUTDOWN_TIMEOUT", "from 1s"}},
+		{"duration syntax", map[string]string{"KEYRELAY_BATCH_LINGER": "soon"}, []string{"KEYRELAY_BATCH_LINGER", "500ms, 5s or 1m"}},
+		{"boolean syntax", map[string]string{"KEYRELAY_REDIS_IAM_AUTH": "yes please"}, []string{"KEYRELAY_REDIS_IAM_AUTH", "true or false"}},
+		{"http address syntax", map[string]string{"KEYRELAY_HTTP_ADDR": "9180"}, []string{`KEYRELAY_HTTP_ADDR="9180"`, "host:port"}},
+		{"http port out of range", map[string]string{"KEYRELAY_HTTP_ADDR": ":99999"}, []string{"KEYRELAY_HTTP_ADDR", "0 to 65535"}},
+		{"http port taken", map[string]string{"KEYRELAY_HTTP_ADDR": taken.Addr().String(), "KEYRELAY_REDIS_URL": "redis://127.0.0.1:1"},
+			[]string{"KEYRELAY_HTTP_ADDR", "address already in use"}},
+		{"upper-case event", map[string]string{"KEYRELAY_EVENTS": "EXPIRED"}, []string{"KEYRELAY_EVENTS", "lower case (expired)"}},
+		{"queue without the sqs sink", map[string]string{"KEYRELAY_SQS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/1/q"},
+			[]string{"KEYRELAY_SQS_QUEUE_URL", "only used when sqs is a sink"}},
+		{"topic without the sns sink", map[string]string{"KEYRELAY_SNS_TOPIC_ARN": "arn:aws:sns:us-east-1:1:t"},
+			[]string{"KEYRELAY_SNS_TOPIC_ARN", "only used when sns is a sink"}},
+		{"AWS options without an AWS sink", map[string]string{"KEYRELAY_PACK": "ndjson"},
+			[]string{`KEYRELAY_PACK="ndjson"`, "only used with an sqs or sns sink"}},
+		{"channel kind decoded at load", map[string]string{"KEYRELAY_CHANNELS": "both"},
+			[]string{`KEYRELAY_CHANNELS="both"`, "keyevent or keyspace"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			cmd := command(t, tc.env, "run")
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			if code := exitStatus(err); code != 2 {
+				t.Fatalf("exit status %d, want 2; stderr:\n%s", code, stderr.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(stderr.String(), w) {
+					t.Errorf("stderr lacks %q:\n%s", w, stderr.String())
+				}
+			}
+			if strings.Contains(stderr.String(), secret) || strings.Contains(stderr.String(), "Tok%zz") {
+				t.Errorf("the password leaked:\n%s", stderr.String())
+			}
+		})
+	}
+}
+
+// TestUnknownEventWarns: an event name Redis never publishes is allowed (a
+// module may) but warned about.
+func TestUnknownEventWarns(t *testing.T) {
+	clearKeyrelayEnv(t)
+	t.Setenv("KEYRELAY_EVENTS", "expired,expird")
+	cfg, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(cfg.Warnings(), "\n")
+	if !strings.Contains(w, `"expird"`) || strings.Contains(w, `"expired"`) {
+		t.Errorf("warnings = %q, want one about expird only", w)
+	}
+}
