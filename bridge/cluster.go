@@ -75,28 +75,51 @@ type ClusterNode struct {
 	// Slots is the number of hash slots the node owns; 0 for a primary that
 	// owns none yet (just added, or about to be removed).
 	Slots  int
-	Role   string // "master", as the server says it
-	Health string // "online"
+	Ranges []SlotRange // the slots, as inclusive ranges
+	Role   string      // "master", as the server says it
+	Health string      // "online"
+}
+
+// SlotRange is an inclusive range of hash slots.
+type SlotRange struct{ Start, End int }
+
+// Overlaps reports whether any slot of a is in b.
+func Overlaps(a, b []SlotRange) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if x.Start <= y.End && y.Start <= x.End {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // DiscoverPrimaries returns every reachable primary of the cluster c talks to,
-// including those that own no slots, sorted by address: from CLUSTER SHARDS,
-// or from CLUSTER NODES on an engine that does not know SHARDS (before Redis
-// 7.0). tls selects the TLS port where the reply carries one. An ACL refusal
-// wraps ErrClusterPermission.
+// including those that own no slots, sorted by address. It reads CLUSTER
+// NODES, which the server builds from its table of nodes; CLUSTER SHARDS is
+// the fallback when NODES is refused. (SHARDS would be the natural choice,
+// but on Redis 7.0.15 its reply was seen leaving out a primary that was
+// being resharded into, for seconds, while NODES listed it.) tls selects the
+// TLS port where the reply carries one. An ACL refusal of both wraps
+// ErrClusterPermission.
 func DiscoverPrimaries(ctx context.Context, c redis.Cmdable, tls bool) ([]ClusterNode, error) {
+	text, err := c.ClusterNodes(ctx).Result()
+	if err == nil {
+		return ParseClusterNodes(text, tls)
+	}
+	nodesErr := clusterError("cluster nodes", "+cluster|nodes (or +cluster|shards)", err)
 	reply, err := clusterDo(ctx, c, "CLUSTER", "SHARDS")
 	if err == nil {
 		return ParseClusterShards(reply, tls)
 	}
-	if !unknownSubcommand(err) {
-		return nil, clusterError("cluster shards", "+cluster|shards", err)
+	if unknownSubcommand(err) {
+		return nil, nodesErr
 	}
-	text, err := c.ClusterNodes(ctx).Result()
-	if err != nil {
-		return nil, clusterError("cluster nodes", "+cluster|nodes", err)
+	if errors.Is(nodesErr, ErrClusterPermission) {
+		return nil, clusterError("cluster nodes and cluster shards", "+cluster|nodes or +cluster|shards", err)
 	}
-	return ParseClusterNodes(text, tls)
+	return nil, nodesErr
 }
 
 // clusterDo sends a command as is and returns the raw reply: redis.Cmdable
@@ -147,7 +170,7 @@ func ParseClusterShards(reply any, tls bool) ([]ClusterNode, error) {
 		if err != nil {
 			return nil, fmt.Errorf("bridge: cluster shards: shard %d: %w", i, err)
 		}
-		slots, err := countSlotPairs(shard["slots"])
+		slots, ranges, err := countSlotPairs(shard["slots"])
 		if err != nil {
 			return nil, fmt.Errorf("bridge: cluster shards: shard %d: %w", i, err)
 		}
@@ -165,6 +188,7 @@ func ParseClusterShards(reply any, tls bool) ([]ClusterNode, error) {
 				Role:   replyString(node["role"]),
 				Health: replyString(node["health"]),
 				Slots:  slots,
+				Ranges: ranges,
 			}
 			if !isPrimary(cn.Role) || cn.Health != "online" {
 				continue
@@ -235,12 +259,16 @@ func ParseClusterNodes(text string, tls bool) ([]ClusterNode, error) {
 			}
 		}
 		slots := 0
+		var ranges []SlotRange
 		for _, s := range f[8:] {
-			n, err := countSlotField(s)
+			r, err := slotField(s)
 			if err != nil {
 				return nil, fmt.Errorf("bridge: cluster nodes: node %s: %w", f[0], err)
 			}
-			slots += n
+			if r != nil {
+				slots += r.End - r.Start + 1
+				ranges = append(ranges, *r)
+			}
 		}
 		host := firstAddress(hostname, ip)
 		if host == "" || port == 0 {
@@ -252,6 +280,7 @@ func ParseClusterNodes(text string, tls bool) ([]ClusterNode, error) {
 			Host:   host,
 			Port:   port,
 			Slots:  slots,
+			Ranges: ranges,
 			Role:   "master",
 			Health: "online",
 		})
@@ -280,11 +309,11 @@ func sortNodes(nodes []ClusterNode) {
 	})
 }
 
-// countSlotField counts the slots of one CLUSTER NODES slot field: "5" or
-// "0-5460"; a migration marker "[…]" counts none.
-func countSlotField(s string) (int, error) {
+// slotField returns the slots of one CLUSTER NODES slot field: "5" or
+// "0-5460"; a migration marker "[…]" holds none (nil).
+func slotField(s string) (*SlotRange, error) {
 	if strings.HasPrefix(s, "[") {
-		return 0, nil
+		return nil, nil
 	}
 	lo, hi, isRange := strings.Cut(s, "-")
 	if !isRange {
@@ -293,31 +322,33 @@ func countSlotField(s string) (int, error) {
 	start, err1 := strconv.Atoi(lo)
 	end, err2 := strconv.Atoi(hi)
 	if err1 != nil || err2 != nil || end < start {
-		return 0, fmt.Errorf("slot field %q", s)
+		return nil, fmt.Errorf("slot field %q", s)
 	}
-	return end - start + 1, nil
+	return &SlotRange{start, end}, nil
 }
 
 // countSlotPairs counts the slots of a CLUSTER SHARDS "slots" list: start,
 // end pairs, inclusive.
-func countSlotPairs(v any) (int, error) {
+func countSlotPairs(v any) (int, []SlotRange, error) {
 	list, ok := v.([]any)
 	if !ok && v != nil {
-		return 0, fmt.Errorf("slots is %T, not a list", v)
+		return 0, nil, fmt.Errorf("slots is %T, not a list", v)
 	}
 	if len(list)%2 != 0 {
-		return 0, fmt.Errorf("slots has %d values, not pairs", len(list))
+		return 0, nil, fmt.Errorf("slots has %d values, not pairs", len(list))
 	}
 	n := 0
+	var ranges []SlotRange
 	for i := 0; i < len(list); i += 2 {
 		start, err1 := replyInt(list[i])
 		end, err2 := replyInt(list[i+1])
 		if err1 != nil || err2 != nil || end < start {
-			return 0, fmt.Errorf("slot range %v-%v", list[i], list[i+1])
+			return 0, nil, fmt.Errorf("slot range %v-%v", list[i], list[i+1])
 		}
 		n += end - start + 1
+		ranges = append(ranges, SlotRange{start, end})
 	}
-	return n, nil
+	return n, ranges, nil
 }
 
 // replyMap turns a RESP2 flat key, value list or a RESP3 map into a map keyed

@@ -5,6 +5,7 @@ package bridge_test
 import (
 	"context"
 	"errors"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -71,7 +72,7 @@ func TestClusterDiscovery(t *testing.T) {
 				}
 				if first == nil {
 					first = got
-				} else if !slices.Equal(got, first) {
+				} else if !reflect.DeepEqual(got, first) {
 					t.Fatalf("%s: asked %s (%s): got\n%+v\nfirst answer\n%+v", step, r.Addr, name, got, first)
 				}
 			}
@@ -134,21 +135,21 @@ func myPrimary(t *testing.T, nodes string) string {
 	return ""
 }
 
-// TestClusterDiscoveryPermission: an ACL user without cluster|shards gets a
-// permanent error naming the permission, not a fallback to CLUSTER NODES.
+// TestClusterDiscoveryPermission: an ACL user without cluster|nodes and
+// cluster|shards gets a permanent error naming the permissions.
 func TestClusterDiscoveryPermission(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c := bridgetest.StartCluster(t, 3, 0)
 	r := c.Nodes[0]
-	if err := c.Client(r).Do(ctx, "ACL", "SETUSER", "relay", "on", ">pw", "~*", "&*", "+@all", "-cluster|shards").Err(); err != nil {
+	if err := c.Client(r).Do(ctx, "ACL", "SETUSER", "relay", "on", ">pw", "~*", "&*", "+@all", "-cluster|shards", "-cluster|nodes").Err(); err != nil {
 		t.Fatal(err)
 	}
 	cl := redis.NewClient(&redis.Options{Addr: r.Addr, Username: "relay", Password: "pw", Protocol: 2})
 	defer cl.Close()
 	_, err := bridge.DiscoverPrimaries(ctx, cl, false)
-	if !errors.Is(err, bridge.ErrClusterPermission) || !strings.Contains(err.Error(), "+cluster|shards") {
+	if !errors.Is(err, bridge.ErrClusterPermission) || !strings.Contains(err.Error(), "+cluster|nodes or +cluster|shards") {
 		t.Fatalf("got %v", err)
 	}
 	t.Logf("%v", err)

@@ -164,7 +164,7 @@ func TestParseClusterShards(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !reflect.DeepEqual(got, tc.want) {
+			if !reflect.DeepEqual(withoutRanges(t, got), tc.want) {
 				t.Errorf("got\n%+v\nwant\n%+v", got, tc.want)
 			}
 		})
@@ -200,7 +200,7 @@ func TestParseClusterNodes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !reflect.DeepEqual(got, tc.want) {
+			if !reflect.DeepEqual(withoutRanges(t, got), tc.want) {
 				t.Errorf("got\n%+v\nwant\n%+v", got, tc.want)
 			}
 		})
@@ -288,7 +288,7 @@ func TestParseClusterNodesLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(got, want) {
+	if !reflect.DeepEqual(withoutRanges(t, got), want) {
 		t.Errorf("got\n%+v\nwant\n%+v", got, want)
 	}
 	for _, bad := range []string{
@@ -358,33 +358,37 @@ func TestDiscoverClusterPrimaries(t *testing.T) {
 	nodes := loadText(t, "nodes-slotless.txt")
 	want := []ClusterNode{p0, p6, p2, p1}
 
-	t.Run("shards", func(t *testing.T) {
-		f := &fakeRedis{shards: loadReply(t, "shards-slotless.resp2.txt")}
+	t.Run("nodes", func(t *testing.T) {
+		f := &fakeRedis{nodes: nodes}
 		got, err := DiscoverPrimaries(ctx, f, false)
-		if err != nil || !reflect.DeepEqual(got, want) {
+		if err != nil || !reflect.DeepEqual(withoutRanges(t, got), want) {
 			t.Fatalf("got %+v, %v", got, err)
 		}
 		if len(f.calls) != 1 {
-			t.Errorf("calls %q, want CLUSTER SHARDS only", f.calls)
+			t.Errorf("calls %q, want CLUSTER NODES only", f.calls)
 		}
 	})
-	t.Run("engine without shards", func(t *testing.T) {
-		f := &fakeRedis{shardsErr: redisErr("ERR unknown subcommand 'shards'. Try CLUSTER HELP."), nodes: nodes}
+	t.Run("shards when nodes is refused", func(t *testing.T) {
+		f := &fakeRedis{nodesErr: redisErr("NOPERM this user has no permissions to run the 'cluster|nodes' command"),
+			shards: loadReply(t, "shards-slotless.resp2.txt")}
 		got, err := DiscoverPrimaries(ctx, f, false)
-		if err != nil || !reflect.DeepEqual(got, want) {
+		if err != nil || !reflect.DeepEqual(withoutRanges(t, got), want) {
 			t.Fatalf("got %+v, %v", got, err)
 		}
 	})
+	noperm := func(cmd string) error {
+		return redisErr("NOPERM this user has no permissions to run the 'cluster|" + cmd + "' command")
+	}
 	for _, tc := range []struct {
 		name     string
 		f        *fakeRedis
 		perm     string // "" for not a permission error
 		wantText string
 	}{
-		{"shards refused", &fakeRedis{shardsErr: redisErr("NOPERM this user has no permissions to run the 'cluster|shards' command"), nodes: nodes}, "+cluster|shards", "NOPERM"},
-		{"nodes refused", &fakeRedis{shardsErr: redisErr("ERR unknown subcommand 'shards'. Try CLUSTER HELP."), nodesErr: redisErr("NOPERM this user has no permissions to run the 'cluster|nodes' command")}, "+cluster|nodes", "NOPERM"},
-		{"standalone", &fakeRedis{shardsErr: redisErr("ERR This instance has cluster support disabled")}, "", "cluster support disabled"},
-		{"connection", &fakeRedis{shardsErr: errors.New("dial tcp: connection refused")}, "", "connection refused"},
+		{"both refused", &fakeRedis{nodesErr: noperm("nodes"), shardsErr: noperm("shards")}, "+cluster|nodes or +cluster|shards", "NOPERM"},
+		{"nodes refused, no shards", &fakeRedis{shardsErr: redisErr("ERR unknown subcommand 'shards'. Try CLUSTER HELP."), nodesErr: noperm("nodes")}, "+cluster|nodes", "NOPERM"},
+		{"standalone", &fakeRedis{nodesErr: redisErr("ERR This instance has cluster support disabled"), shardsErr: redisErr("ERR This instance has cluster support disabled")}, "", "cluster support disabled"},
+		{"connection", &fakeRedis{nodesErr: errors.New("dial tcp: connection refused"), shardsErr: errors.New("dial tcp: connection refused")}, "", "connection refused"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := DiscoverPrimaries(ctx, tc.f, false)
@@ -418,5 +422,41 @@ func TestClusterNodeIDPermission(t *testing.T) {
 	_, err := NodeID(context.Background(), &fakeRedis{})
 	if !errors.Is(err, ErrClusterPermission) || !strings.Contains(err.Error(), "+cluster|myid") {
 		t.Errorf("got %v", err)
+	}
+}
+
+// withoutRanges checks that each node's ranges hold exactly its slot count
+// and returns the nodes without them, to compare with the tables above.
+func withoutRanges(t *testing.T, nodes []ClusterNode) []ClusterNode {
+	t.Helper()
+	out := make([]ClusterNode, len(nodes))
+	for i, n := range nodes {
+		sum := 0
+		for _, r := range n.Ranges {
+			sum += r.End - r.Start + 1
+		}
+		if sum != n.Slots {
+			t.Errorf("node %s: ranges %v hold %d slots, Slots = %d", n.ID, n.Ranges, sum, n.Slots)
+		}
+		n.Ranges = nil
+		out[i] = n
+	}
+	return out
+}
+
+func TestOverlaps(t *testing.T) {
+	a := []SlotRange{{0, 100}, {200, 300}}
+	for _, tc := range []struct {
+		b    []SlotRange
+		want bool
+	}{
+		{[]SlotRange{{101, 199}}, false},
+		{[]SlotRange{{100, 100}}, true},
+		{[]SlotRange{{150, 250}}, true},
+		{nil, false},
+	} {
+		if got := Overlaps(a, tc.b); got != tc.want {
+			t.Errorf("Overlaps(%v, %v) = %v", a, tc.b, got)
+		}
 	}
 }

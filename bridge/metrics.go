@@ -31,6 +31,9 @@ type Metrics struct {
 	MarkersReturned *prometheus.CounterVec // node
 	MarkerErrors    *prometheus.CounterVec // node, reason
 	MarkersEnabled  *prometheus.GaugeVec   // node
+	// Cluster mode.
+	Primaries       prometheus.Gauge
+	DiscoveryErrors prometheus.Counter
 
 	lastNotification atomic.Int64 // unix nanoseconds
 }
@@ -117,12 +120,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "keyrelay_markers_enabled",
 			Help: "1 while continuity markers are on for the node, 0 when off (disabled, or no permission: gap windows then rest on the subscription's pings).",
 		}, []string{"node"}),
+		Primaries: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keyrelay_cluster_primaries",
+			Help: "Cluster mode: primaries in the last topology read (slot-less ones included); each gets a subscription.",
+		}),
+		DiscoveryErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keyrelay_cluster_discovery_errors_total",
+			Help: "Cluster mode: topology reads that failed (the subscriptions go on; /readyz fails after 3 in a row).",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Received, m.Ignored, m.Undecodable, m.Delivered, m.Retried,
 			m.Rejected, m.Dropped, m.Gaps, m.BufferRecords, m.BufferBytes, m.BatchSize,
 			m.PublishTime, m.SinkUp, m.Connected, m.Reconnects,
-			m.MarkersSent, m.MarkersReturned, m.MarkerErrors, m.MarkersEnabled,
+			m.MarkersSent, m.MarkersReturned, m.MarkerErrors, m.MarkersEnabled, m.Primaries, m.DiscoveryErrors,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "keyrelay_seconds_since_last_notification",
 				Help: "Seconds since the last notification was received (NaN before the first).",

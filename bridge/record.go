@@ -21,6 +21,7 @@ const (
 	GapShutdown  = "shutdown"  // keyrelay stopped with records it could not deliver
 	GapPlanned   = "planned"   // keyrelay replaced an ageing connection (IAM auth: 12-hour limit)
 	GapStop      = "stop"      // keyrelay stopped while not subscribed, or before it had read everything published before the stop
+	GapTopology  = "topology"  // cluster: a primary first seen already owning slots, or lost while owning slots with no successor
 )
 
 // Record is one key event or one gap. It is immutable once emitted: the

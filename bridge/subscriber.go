@@ -52,7 +52,32 @@ type SubscriberConfig struct {
 	// OwnKeyPrefix starts every key keyrelay writes itself: their
 	// notifications never become records.
 	OwnKeyPrefix string
+
+	// NodeID, when set, makes the subscriber serve one cluster node, the
+	// one with this id (confirmed with CLUSTER MYID on every connection):
+	// a demotion, or another node at the address, ends Run with
+	// ErrNodeLeft instead of a reconnection; the cluster's reconciler
+	// reports the window.
+	NodeID string
+	// InitialGap, when set, is reported once the first subscription is
+	// confirmed: a window that began before this subscriber existed (a
+	// primary first seen owning slots, a failover).
+	InitialGap *InitialGap
+	// OnBreak, when set, is called (from Run's goroutine) whenever a
+	// subscription ends other than by a stop: the reconciler looks at the
+	// topology again at once.
+	OnBreak func()
 }
+
+// InitialGap is a gap that a new subscription closes.
+type InitialGap struct {
+	Reason string
+	Since  time.Time
+}
+
+// ErrNodeLeft ends the Run of a cluster node's subscriber whose node is no
+// longer the primary it was started for.
+var ErrNodeLeft = errors.New("bridge: the node is no longer the primary it was subscribed as")
 
 // Subscriber holds one subscription to one node, decodes what it receives and
 // emits records into a Relay. It reconnects on its own and reports every
@@ -69,6 +94,46 @@ type Subscriber struct {
 	beat       atomic.Int64 // unix nanoseconds of the reader loop's last turn
 	markersOff atomic.Bool  // the Redis user may not publish markers
 	current    *session     // under mu: the established session, for Abort
+	left       atomic.Bool  // Leave was called
+	leave      context.CancelFunc
+	final      atomic.Int64 // Run's last anchor (unix nanoseconds), once it returned
+	liveEnd    atomic.Bool  // Run ended while subscribed (Leave, or a demotion noticed on a live session)
+}
+
+// EndedSubscribed reports, after Run returned, whether the subscription was
+// live until the end: the node left (Leave, or a demotion its ROLE check
+// noticed) while keyrelay was listening to it.
+func (s *Subscriber) EndedSubscribed() bool { return s.liveEnd.Load() }
+
+// Leave ends Run without a gap record, for a node the cluster no longer
+// lists as a primary: the reconciler decides what its departure means and
+// reads FinalAnchor. A subscription in progress drains first.
+func (s *Subscriber) Leave() {
+	if s.Connected() {
+		s.liveEnd.Store(true)
+	}
+	s.left.Store(true)
+	s.mu.Lock()
+	leave := s.leave
+	s.mu.Unlock()
+	if leave != nil {
+		leave()
+	}
+}
+
+// FinalAnchor is, after Run returned, the last moment everything the node
+// published was surely received (zero if it never subscribed).
+func (s *Subscriber) FinalAnchor() time.Time {
+	if ns := s.final.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+func (s *Subscriber) onBreak() {
+	if s.cfg.OnBreak != nil {
+		s.cfg.OnBreak()
+	}
 }
 
 // Abort cuts the current session short (a drain in progress included). Run
@@ -145,11 +210,28 @@ var errPlanned = errors.New("bridge: connection reached its maximum age")
 // Redis had published was surely received) to the confirmation of the next
 // subscription, or to the stop when there is none.
 func (s *Subscriber) Run(ctx context.Context) error {
+	ctx, leave := context.WithCancel(ctx)
+	defer leave()
+	s.mu.Lock()
+	s.leave = leave
+	s.mu.Unlock()
+	if s.left.Load() {
+		leave()
+	}
 	started := time.Now()
 	var anchor time.Time // zero until the first subscription
+	defer func() {
+		if !anchor.IsZero() {
+			s.final.Store(anchor.UnixNano())
+		}
+	}()
 	reason := GapReconnect
+	initial := s.cfg.InitialGap
 	lastKind := "" // of the previous failed attempt: log a state change once
 	stopGap := func() {
+		if s.left.Load() {
+			return // the reconciler reports the window
+		}
 		since := anchor
 		if since.IsZero() {
 			since = started // never subscribed since the start
@@ -169,6 +251,11 @@ func (s *Subscriber) Run(ctx context.Context) error {
 				return nil
 			}
 			err = ClassifyRedisError(err)
+			if s.cfg.NodeID != "" && (errors.Is(err, ErrNotPrimary) || errors.Is(err, ErrNodeLeft)) {
+				s.log.Warn("cluster node is no longer a primary: leaving it", "err", err)
+				s.onBreak()
+				return ErrNodeLeft
+			}
 			if anchor.IsZero() && IsPermanentRedisError(err) {
 				stopGap()
 				return err
@@ -189,7 +276,10 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		if !anchor.IsZero() {
 			s.metrics.Reconnects.WithLabelValues(s.cfg.Source, reason).Inc()
 			s.relay.EmitGap(s.cfg.Source, reason, anchor, sess.confirmed)
+		} else if initial != nil {
+			s.relay.EmitGap(s.cfg.Source, initial.Reason, initial.Since, sess.confirmed)
 		}
+		initial = nil
 		s.mu.Lock()
 		s.current = sess
 		s.mu.Unlock()
@@ -204,12 +294,21 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		s.mu.Unlock()
 		sess.close()
 		if ctx.Err() != nil {
-			if !drained {
+			if !drained && !s.left.Load() {
 				// The drain did not complete: what Redis still held for
 				// us when it was cut is lost.
 				s.relay.EmitGap(s.cfg.Source, GapStop, anchor, time.Now())
 			}
 			return nil
+		}
+		s.onBreak()
+		if s.cfg.NodeID != "" && errors.Is(err, errFailover) {
+			if v := time.Unix(0, sess.verified.Load()); v.Before(anchor) {
+				anchor = v
+			}
+			s.log.Warn("cluster node is no longer a primary: leaving it", "err", err, "since", anchor)
+			s.liveEnd.Store(true)
+			return ErrNodeLeft
 		}
 		reason = GapReconnect
 		switch {
@@ -284,6 +383,15 @@ func (s *Subscriber) connect(ctx context.Context) (*session, error) {
 	opt := s.options()
 	var nodeID string
 	opt.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
+		if s.cfg.NodeID != "" {
+			id, err := cn.ClusterMyID(ctx).Result()
+			if err != nil {
+				return fmt.Errorf("bridge: cluster myid (grant +cluster|myid): %w", err)
+			}
+			if id != s.cfg.NodeID {
+				return fmt.Errorf("%w: %s is now node %s, not %s", ErrNodeLeft, s.cfg.Source, id, s.cfg.NodeID)
+			}
+		}
 		id, role, err := nodeIdentity(ctx, cn)
 		if err != nil {
 			return err
@@ -406,7 +514,7 @@ func (s *Subscriber) publishMarkers(ctx context.Context, sess *session) {
 		case <-t.C:
 		}
 		sent := time.Now()
-		payload := s.cfg.Instance + " " + strconv.FormatUint(seq, 10) + " " + strconv.FormatInt(sent.UnixNano(), 10)
+		payload := s.cfg.Instance + " " + s.cfg.Source + " " + strconv.FormatUint(seq, 10) + " " + strconv.FormatInt(sent.UnixNano(), 10)
 		pctx, cancel := context.WithTimeout(ctx, s.cfg.MarkerInterval+time.Second)
 		err := sess.pub.Publish(pctx, s.cfg.MarkerChannel, payload).Err()
 		cancel()
@@ -426,11 +534,14 @@ func (s *Subscriber) publishMarkers(ctx context.Context, sess *session) {
 	}
 }
 
-// parseMarker returns the send time of one of this instance's markers; ok is
-// false for another instance's marker or a malformed one.
+// parseMarker returns the send time of one of this subscriber's markers
+// ("instance source seq unixnano"); ok is false for another instance's or
+// another node's marker (a cluster broadcasts PUBLISH to every node, out of
+// order with the node's own messages) or a malformed one.
 func (s *Subscriber) parseMarker(payload string) (sent time.Time, ok bool) {
 	inst, rest, _ := strings.Cut(payload, " ")
-	if inst != s.cfg.Instance {
+	source, rest, _ := strings.Cut(rest, " ")
+	if inst != s.cfg.Instance || source != s.cfg.Source {
 		return time.Time{}, false
 	}
 	_, ns, _ := strings.Cut(rest, " ")
@@ -462,7 +573,8 @@ func (s *Subscriber) read(ctx context.Context, sess *session) (anchor time.Time,
 	lastPing := sess.confirmed
 	var expires time.Time
 	if s.cfg.MaxConnectionAge > 0 {
-		expires = sess.confirmed.Add(s.cfg.MaxConnectionAge)
+		// Jittered, so that the nodes of a cluster do not all move at once.
+		expires = sess.confirmed.Add(s.cfg.MaxConnectionAge - rand.N(s.cfg.MaxConnectionAge/20+1))
 	}
 	rctx := context.WithoutCancel(ctx) // reads continue past ctx's end until the drain completes
 	ping := func(now time.Time) error {

@@ -40,12 +40,14 @@ type Config struct {
 
 // RedisConfig is the Redis endpoint and the subscription's health checks.
 type RedisConfig struct {
-	RedisURL         string        `envconfig:"REDIS_URL" default:"redis://localhost:6379" desc:"Redis/Valkey primary endpoint: redis://host:port, or rediss:// for TLS; user:password@ allowed"`
-	RedisUsername    string        `envconfig:"REDIS_USERNAME" desc:"RBAC user name; overrides the URL's"`
-	RedisPassword    string        `envconfig:"REDIS_PASSWORD" desc:"AUTH token or RBAC password; overrides the URL's; never logged"`
-	RedisCAFile      string        `envconfig:"REDIS_CA_FILE" desc:"PEM file of CA certificates for rediss:// (default: the system roots)"`
-	HealthInterval   time.Duration `envconfig:"REDIS_HEALTH_INTERVAL" default:"1s" desc:"ping an idle subscription after this long; it is dead after twice this long without an answer"`
-	FailoverInterval time.Duration `envconfig:"REDIS_FAILOVER_CHECK_INTERVAL" default:"5s" desc:"how often a fresh connection checks that the endpoint still names the subscribed primary; 0 disables"`
+	RedisURL         string           `envconfig:"REDIS_URL" default:"redis://localhost:6379" desc:"Redis/Valkey primary endpoint (with cluster mode enabled: the configuration endpoint, or any node): redis://host:port, or rediss:// for TLS; user:password@ allowed"`
+	RedisMode        bridge.RedisMode `envconfig:"REDIS_MODE" default:"auto" desc:"auto asks the endpoint (INFO cluster); standalone: the one primary the endpoint names; cluster: every primary of a cluster with cluster mode enabled, following the topology. A mode the server contradicts stops start-up"`
+	ClusterRefresh   time.Duration    `envconfig:"CLUSTER_REFRESH_INTERVAL" default:"5s" desc:"cluster mode: how often the topology is read again (also at once when a subscription breaks or a node is demoted, and fast until every shard has a primary)"`
+	RedisUsername    string           `envconfig:"REDIS_USERNAME" desc:"RBAC user name; overrides the URL's"`
+	RedisPassword    string           `envconfig:"REDIS_PASSWORD" desc:"AUTH token or RBAC password; overrides the URL's; never logged"`
+	RedisCAFile      string           `envconfig:"REDIS_CA_FILE" desc:"PEM file of CA certificates for rediss:// (default: the system roots)"`
+	HealthInterval   time.Duration    `envconfig:"REDIS_HEALTH_INTERVAL" default:"1s" desc:"ping an idle subscription after this long; it is dead after twice this long without an answer"`
+	FailoverInterval time.Duration    `envconfig:"REDIS_FAILOVER_CHECK_INTERVAL" default:"5s" desc:"how often a fresh connection checks that the endpoint still names the subscribed primary; 0 disables"`
 
 	// IAM authentication (ElastiCache Valkey 7.2+ / Redis OSS 7.0+).
 	RedisIAMAuth       bool   `envconfig:"REDIS_IAM_AUTH" default:"false" desc:"authenticate as an IAM-enabled ElastiCache user with a fresh SigV4 token per connection (needs rediss://, KEYRELAY_REDIS_USERNAME and KEYRELAY_REDIS_IAM_CACHE_ID); connections are renewed after 11 h"`
@@ -301,6 +303,10 @@ func (c *RedisConfig) validate(p *problems) {
 	}
 	p.interval("REDIS_HEALTH_INTERVAL", c.HealthInterval, 100*time.Millisecond, time.Minute, false)
 	p.interval("REDIS_FAILOVER_CHECK_INTERVAL", c.FailoverInterval, 100*time.Millisecond, time.Hour, true)
+	p.interval("CLUSTER_REFRESH_INTERVAL", c.ClusterRefresh, time.Second, 5*time.Minute, false)
+	if opt, err := c.redisOptions(); err == nil && c.RedisMode == bridge.ModeCluster && opt.DB != 0 {
+		p.bad("REDIS_URL", "", "a cluster has database 0 only: drop the /db from the URL")
+	}
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)

@@ -77,7 +77,7 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		maxAge = iamauth.PlannedReconnectAfter
 	}
 	patterns := bridge.Patterns(cfg.Channels, cfg.DBs, cfg.Events)
-	sub := bridge.NewSubscriber(bridge.SubscriberConfig{
+	subCfg := bridge.SubscriberConfig{
 		Options:          opt,
 		Source:           opt.Addr,
 		Patterns:         patterns,
@@ -89,11 +89,31 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		MarkerInterval:   cfg.MarkerInterval,
 		Instance:         bridge.NewInstanceID(),
 		OwnKeyPrefix:     cfg.Prefix(),
-	}, relay, log, metrics)
+	}
 
+	// The deadline of the stop runs from the moment it begins: the drain of
+	// the subscriptions counts against it.
+	readCtx, stopReading := context.WithCancel(ctx)
+	defer stopReading()
+	var stopAt atomic.Int64
+	context.AfterFunc(readCtx, func() { stopAt.Store(time.Now().UnixNano()) })
+
+	pipe := bridge.NewPipeline(readCtx, metrics)
+	var topology atomic.Pointer[bridge.Topology] // set once the mode is known to be cluster
+	var modeKnown atomic.Bool
+	ready := func() error {
+		if !modeKnown.Load() {
+			return errors.New("not subscribed: asking the endpoint whether cluster mode is enabled")
+		}
+		var errs []error
+		if t := topology.Load(); t != nil {
+			errs = append(errs, t.Ready())
+		}
+		return errors.Join(append(errs, pipe.Ready(), relay.Healthy())...)
+	}
 	var srv *http.Server
 	if ln != nil {
-		srv = &http.Server{Handler: httpHandler(reg, sub, relay), ReadHeaderTimeout: 5 * time.Second}
+		srv = &http.Server{Handler: httpHandler(reg, pipe.Alive, ready, relay), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("http server failed", "err", err)
@@ -101,34 +121,66 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		}()
 		log.Info("http listening", "addr", ln.Addr().String())
 	}
+	defer func() {
+		if srv != nil {
+			hctx, hcancel := context.WithTimeout(context.Background(), time.Second)
+			_ = srv.Shutdown(hctx)
+			hcancel()
+		}
+	}()
 
-	log.Info("keyrelay starting", "version", version, "endpoint", opt.Addr,
+	mode, err := resolveMode(readCtx, cfg, opt, log)
+	if err != nil {
+		_ = relay.Shutdown(context.Background())
+		return err
+	}
+	var topo *bridge.Topology
+	topoDone := make(chan error, 1)
+	if mode == bridge.ModeCluster {
+		// Each primary is addressed directly: its demotion is noticed by a
+		// ROLE check every second, whatever the refresh interval.
+		subCfg.FailoverInterval = time.Second
+		topo = bridge.NewTopology(bridge.TopologyConfig{Seed: opt, Refresh: cfg.ClusterRefresh, Subscriber: subCfg},
+			pipe, relay, log, metrics)
+		topology.Store(topo)
+		go func() { topoDone <- topo.Run(readCtx) }()
+	} else {
+		pipe.Add(opt.Addr, bridge.NewSubscriber(subCfg, relay, log, metrics))
+	}
+	modeKnown.Store(true)
+
+	log.Info("keyrelay starting", "version", version, "endpoint", opt.Addr, "mode", mode,
 		"tls", opt.TLSConfig != nil, "channels", cfg.Channels, "sinks", cfg.Sinks,
 		"markers", cfg.MarkerChannel(), "marker_interval", cfg.MarkerInterval.String())
-	// The deadline of the stop runs from the moment it begins: the drain of
-	// the subscription counts against it.
-	readCtx, stopReading := context.WithCancel(ctx)
-	defer stopReading()
-	var stopAt atomic.Int64
-	context.AfterFunc(readCtx, func() { stopAt.Store(time.Now().UnixNano()) })
-	subDone := make(chan error, 1)
-	go func() { subDone <- sub.Run(readCtx) }()
 	var subErr, fatalErr error
-	fatal, aborted := relay.Fatal(), abort.Done()
-	for waiting := true; waiting; {
-		select {
-		case subErr = <-subDone:
-			waiting = false
-		case fatalErr = <-fatal:
-			fatal = nil
-			stopReading()
-		case <-aborted:
-			aborted = nil
-			stopReading()
-			sub.Abort() // cut the drain short; the gap is still reported
-		}
+	var topoCh <-chan error // nil (never ready) in standalone mode
+	if topo != nil {
+		topoCh = topoDone
+	}
+	select {
+	case <-readCtx.Done():
+	case subErr = <-pipe.Failed():
+	case fatalErr = <-relay.Fatal():
+	case subErr = <-topoCh:
+		topoCh = nil // it returned: a refused first discovery
 	}
 	stopReading()
+	// Let every subscription drain (a second signal cuts that short), then
+	// report what the topology still had open.
+	if topoCh != nil {
+		<-topoCh
+	}
+	drained := make(chan struct{})
+	go func() { pipe.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-abort.Done():
+		pipe.Abort()
+		<-drained
+	}
+	if topo != nil {
+		topo.Stop()
+	}
 	stopped := time.Now()
 	if t := stopAt.Load(); t != 0 && t < stopped.UnixNano() {
 		stopped = time.Unix(0, t)
@@ -138,11 +190,6 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 	sctx, cancel := context.WithDeadline(abort, stopped.Add(cfg.ShutdownTimeout))
 	defer cancel()
 	shutErr := relay.Shutdown(sctx)
-	if srv != nil {
-		hctx, hcancel := context.WithTimeout(context.Background(), time.Second)
-		_ = srv.Shutdown(hctx)
-		hcancel()
-	}
 	if abort.Err() != nil {
 		shutErr = errors.Join(errors.New("aborted by a second signal"), shutErr)
 	}

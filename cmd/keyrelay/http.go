@@ -14,23 +14,19 @@ import (
 	"github.com/keyrelay/keyrelay/bridge"
 )
 
-// httpHandler serves /healthz (the process and its reader loop are alive),
-// /readyz (subscribed and every sink healthy) and /metrics.
-func httpHandler(reg *prometheus.Registry, sub *bridge.Subscriber, relay *bridge.Relay) http.Handler {
+// httpHandler serves /healthz (the process and its reader loops are alive),
+// /readyz (subscribed to every node and every sink healthy) and /metrics.
+func httpHandler(reg *prometheus.Registry, alive, ready func() error, relay *bridge.Relay) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		if err := sub.Alive(); err != nil {
+		if err := alive(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !sub.Connected() {
-			http.Error(w, "not subscribed", http.StatusServiceUnavailable)
-			return
-		}
-		if err := relay.Healthy(); err != nil {
+		if err := ready(); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}

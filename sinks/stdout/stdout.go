@@ -87,6 +87,11 @@ func (s *Sink) Publish(ctx context.Context, batch []*bridge.Entry) error {
 // acquire waits for the previous write to complete, or for ctx.
 func (s *Sink) acquire(ctx context.Context) error {
 	select {
+	case s.token <- struct{}{}: // free: take it even if ctx is done
+		return nil
+	default:
+	}
+	select {
 	case s.token <- struct{}{}:
 		return nil
 	case <-ctx.Done():
