@@ -494,7 +494,7 @@ func (s *Subscriber) markersDenied(err error) {
 	s.metrics.MarkerErrors.WithLabelValues(s.cfg.Source, "noperm").Inc()
 	s.metrics.MarkersEnabled.WithLabelValues(s.cfg.Source).Set(0)
 	if s.markersOff.CompareAndSwap(false, true) {
-		s.log.Warn("continuity markers are off: the Redis user may not publish or subscribe to keyrelay's channel; gap windows rest on the subscription's pings (grant +publish and &"+s.cfg.MarkerChannel+")",
+		s.log.Warn("continuity markers are off: the Redis user may not publish or subscribe to keyrelay's channel; gap windows rest on the subscription's pings (grant +subscribe +unsubscribe +publish and &"+s.cfg.MarkerChannel+")",
 			"channel", s.cfg.MarkerChannel, "err", err)
 	}
 }

@@ -192,15 +192,30 @@ func (t *Topology) discover(ctx context.Context, seed *redis.Client) ([]ClusterN
 // nodeOptions returns seed's options for the node at addr ("" keeps the
 // seed's), with host as the TLS ServerName.
 func (t *Topology) nodeOptions(seed *redis.Options, addr string, host ...string) *redis.Options {
+	o := NodeOptions(seed, ClusterNode{Addr: addr})
+	if addr == "" {
+		o.Addr = seed.Addr
+	}
+	if o.TLSConfig != nil && len(host) > 0 {
+		o.TLSConfig.ServerName = host[0]
+	}
+	return o
+}
+
+// NodeOptions returns the seed's options (credentials, TLS) for cluster
+// node n: its address, and its host name as the TLS ServerName (the
+// certificate of each ElastiCache node carries its own name; verification
+// is never turned off).
+func NodeOptions(seed *redis.Options, n ClusterNode) *redis.Options {
 	o := *seed
 	o.Protocol = 2
 	o.MaxRetries = -1
-	if addr != "" {
-		o.Addr = addr
-	}
-	if o.TLSConfig != nil && len(host) > 0 {
+	o.Addr = n.Addr
+	if o.TLSConfig != nil {
 		o.TLSConfig = o.TLSConfig.Clone()
-		o.TLSConfig.ServerName = host[0]
+		if n.Host != "" {
+			o.TLSConfig.ServerName = n.Host
+		}
 	}
 	return &o
 }

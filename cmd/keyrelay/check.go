@@ -52,11 +52,14 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer) error {
 		report(false, "redis "+opt.Addr+" reachable and authenticated", explainRedisError(err))
 	} else {
 		report(true, "redis "+opt.Addr+" reachable and authenticated", "")
-		checkRole(ctx, rdb, report)
-		checkNotifications(ctx, cfg, rdb, report)
-		checkMarkers(ctx, cfg, rdb, report, func(what, detail string) {
-			fmt.Fprintf(out, "warn %s: %s\n", what, detail)
-		})
+		warn := func(what, detail string) { fmt.Fprintf(out, "warn %s: %s\n", what, detail) }
+		if checkClusterMode(ctx, cfg, rdb, report) {
+			checkCluster(ctx, cfg, opt, rdb, out, report, warn)
+		} else {
+			checkRole(ctx, rdb, report)
+			checkNotifications(ctx, cfg, rdb, fmt.Sprintf("%scheck:%d", cfg.Prefix(), time.Now().UnixNano()), "", report)
+			checkMarkers(ctx, cfg, rdb, report, warn)
+		}
 	}
 
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -112,12 +115,14 @@ var eventClass = map[string]byte{
 // configuration needs, and reports which flags of notify-keyspace-events are
 // missing. A second, best-effort subscription to the other channel kind
 // tells "only K/E is on" apart from "nothing is on".
-func checkNotifications(ctx context.Context, cfg *Config, rdb *redis.Client, report func(bool, string, string)) {
+//
+// probe is the prefix of the probe keys; where ends every line's label (the
+// node, in cluster mode).
+func checkNotifications(ctx context.Context, cfg *Config, rdb *redis.Client, probe, where string, report func(bool, string, string)) {
 	db := 0
 	if len(cfg.DBs) > 0 {
 		db = cfg.DBs[0]
 	}
-	probe := fmt.Sprintf("%scheck:%d", cfg.Prefix(), time.Now().UnixNano())
 	kind := cfg.Channels
 	other := bridge.KeySpace
 	if kind == bridge.KeySpace {
@@ -126,11 +131,11 @@ func checkNotifications(ctx context.Context, cfg *Config, rdb *redis.Client, rep
 	patterns := bridge.Patterns(kind, cfg.DBs, cfg.Events)
 	ps, err := subscribeConfirmed(ctx, rdb, patterns)
 	if err != nil {
-		report(false, "subscribe to notification channels", explainRedisError(err)+redisErrorHint(err, patterns))
+		report(false, "subscribe to notification channels"+where, explainRedisError(err)+redisErrorHint(err, patterns))
 		return
 	}
 	defer ps.Close()
-	report(true, "subscribe to notification channels", "")
+	report(true, "subscribe to notification channels"+where, "")
 	// The other kind only helps the diagnosis; a user may lack access to it.
 	otherPS, err := subscribeConfirmed(ctx, rdb, bridge.Patterns(other, []int{db}, nil))
 	if err == nil {
@@ -198,7 +203,7 @@ func checkNotifications(ctx context.Context, cfg *Config, rdb *redis.Client, rep
 			continue
 		}
 		if err := probes[c](); err != nil && !errors.Is(err, redis.Nil) {
-			report(false, "write probe keys "+probe+":*", explainRedisError(err)+
+			report(false, "write probe keys "+probe+":*"+where, explainRedisError(err)+
 				" (the check writes short-lived probe keys; grant the user write access to "+cfg.Prefix()+"* or verify notifications by hand)")
 			return
 		}
@@ -210,7 +215,7 @@ func checkNotifications(ctx context.Context, cfg *Config, rdb *redis.Client, rep
 		if otherPS != nil && len(probeEvents(ctx, otherPS, probe, 300*time.Millisecond)) > 0 {
 			why = fmt.Sprintf("only %s notifications arrive: add %s to notify-keyspace-events, or set KEYRELAY_CHANNELS=%s", other, kindFlag, other)
 		}
-		report(false, string(kind)+" notifications flowing", why+"; on ElastiCache set it in a custom parameter group (e.g. "+kindFlag+"x for expirations, "+kindFlag+"A for everything)")
+		report(false, string(kind)+" notifications flowing"+where, why+"; on ElastiCache set it in a custom parameter group (e.g. "+kindFlag+"x for expirations, "+kindFlag+"A for everything)")
 		return
 	}
 	missing := map[string]bool{}
@@ -221,12 +226,70 @@ func checkNotifications(ctx context.Context, cfg *Config, rdb *redis.Client, rep
 	}
 	if len(missing) > 0 {
 		flags := slices.Sorted(maps.Keys(missing))
-		report(false, string(kind)+" notifications flowing", fmt.Sprintf("flags missing from notify-keyspace-events for the configured events: %s (add them in the ElastiCache parameter group; A enables g$lshztxe)", strings.Join(flags, "")))
+		report(false, string(kind)+" notifications flowing"+where, fmt.Sprintf("flags missing from notify-keyspace-events for the configured events: %s (add them in the ElastiCache parameter group; A enables g$lshztxe)", strings.Join(flags, "")))
 	} else {
-		report(true, string(kind)+" notifications flowing", "")
+		report(true, string(kind)+" notifications flowing"+where, "")
 	}
 	if len(unprovable) > 0 {
 		report(true, "events not provable by a probe", strings.Join(unprovable, ", ")+": make sure the parameter group enables their flags")
+	}
+}
+
+// checkClusterMode asks the endpoint whether cluster mode is enabled, reports
+// a configured mode that contradicts it, and returns whether to check a
+// cluster.
+func checkClusterMode(ctx context.Context, cfg *Config, rdb *redis.Client, report func(bool, string, string)) bool {
+	enabled, err := bridge.DetectClusterEnabled(ctx, rdb)
+	if err != nil {
+		if cfg.RedisMode == bridge.ModeAuto {
+			report(false, "cluster mode enabled or not", explainRedisError(err)+": grant +info, or set KEYRELAY_REDIS_MODE")
+		}
+		return cfg.RedisMode == bridge.ModeCluster
+	}
+	mode, err := checkMode(cfg.RedisMode, enabled)
+	if err != nil {
+		report(false, "KEYRELAY_REDIS_MODE", strings.TrimPrefix(err.Error(), "invalid configuration:\n  "))
+	}
+	return mode == bridge.ModeCluster || (err != nil && enabled)
+}
+
+// checkCluster lists the primaries of a cluster and proves notifications on
+// each, with probe keys whose hash tag lands on it (never a MOVED).
+func checkCluster(ctx context.Context, cfg *Config, opt *redis.Options, rdb *redis.Client, out io.Writer,
+	report func(bool, string, string), warn func(string, string)) {
+	nodes, err := bridge.DiscoverPrimaries(ctx, rdb, opt.TLSConfig != nil)
+	if err != nil {
+		report(false, "cluster primaries", explainRedisError(err))
+		return
+	}
+	report(true, fmt.Sprintf("cluster primaries: %d", len(nodes)), "")
+	for _, n := range nodes {
+		fmt.Fprintf(out, "     primary %s %s: %d slots\n", n.ID, n.Addr, n.Slots)
+	}
+	var first *redis.Client
+	for _, n := range nodes {
+		nc := redis.NewClient(bridge.NodeOptions(opt, n))
+		defer nc.Close()
+		if first == nil {
+			first = nc
+		}
+		where := " on " + n.Addr
+		if id, err := bridge.NodeID(ctx, nc); err != nil {
+			report(false, "node id"+where, explainRedisError(err))
+			continue
+		} else if id != n.ID {
+			report(false, "node id"+where, fmt.Sprintf("the node says %s, the topology %s: try again", id, n.ID))
+			continue
+		}
+		if n.Slots == 0 {
+			warn("notifications"+where, "it owns no slots, so no probe key lands on it (keyrelay subscribes to it all the same)")
+			continue
+		}
+		probe := fmt.Sprintf("%scheck:{%s}:%d", cfg.Prefix(), bridge.HashTagFor(n.Ranges), time.Now().UnixNano())
+		checkNotifications(ctx, cfg, nc, probe, where, report)
+	}
+	if first != nil {
+		checkMarkers(ctx, cfg, first, report, warn)
 	}
 }
 
@@ -251,7 +314,7 @@ func checkMarkers(ctx context.Context, cfg *Config, rdb *redis.Client, report fu
 		err = rdb.Publish(ctx, ch, "keyrelay check").Err()
 	}
 	if errors.Is(bridge.ClassifyRedisError(err), bridge.ErrRedisPermission) {
-		warn(what, fmt.Sprintf("off: %v: grant +publish and &%s (or &keyrelay:*) to have them; meanwhile gap windows rest on the subscription's pings", err, ch))
+		warn(what, fmt.Sprintf("off: %v: grant +subscribe +unsubscribe +publish and &%s (or &keyrelay:*) to have them; meanwhile gap windows rest on the subscription's pings", err, ch))
 		return
 	}
 	if err == nil {
@@ -321,10 +384,12 @@ func explainRedisError(err error) string {
 	msg := err.Error()
 	err = bridge.ClassifyRedisError(err)
 	switch {
+	case errors.Is(err, bridge.ErrClusterPermission):
+		return msg // it names the permission to grant
 	case errors.Is(err, bridge.ErrRedisPermission) && strings.Contains(msg, "channel"):
 		return msg + ": the user lacks channel access; add &__keyevent@*__:* and &__keyspace@*__:* (or &*) to its access string"
 	case errors.Is(err, bridge.ErrRedisPermission):
-		return msg + ": the user's access string lacks this command (it needs +psubscribe +ping +info)"
+		return msg + ": the user's access string lacks this command (keyrelay needs +psubscribe +punsubscribe +subscribe +unsubscribe +publish +ping +info +role; in cluster mode also +cluster|nodes +cluster|myid)"
 	case errors.Is(err, bridge.ErrRedisAuth) && strings.Contains(msg, "NOAUTH"):
 		return msg + ": the server requires a password: set KEYRELAY_REDIS_PASSWORD (the AUTH token)"
 	case errors.Is(err, bridge.ErrRedisAuth):

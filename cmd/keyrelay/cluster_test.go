@@ -181,6 +181,32 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("check proves every primary", func(t *testing.T) {
+		out, _, err := runOnce(ctx, t, map[string]string{"KEYRELAY_REDIS_URL": "redis://" + seed}, "check")
+		if err != nil {
+			t.Fatalf("check failed: %v\n%s", err, out)
+		}
+		for _, p := range c.Primaries(ctx) {
+			for _, want := range []string{"ok   keyevent notifications flowing on " + p.Addr, "primary " + c.ID(ctx, p) + " " + p.Addr} {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("check output lacks %q:\n%s", want, out)
+				}
+			}
+		}
+		for _, want := range []string{"ok   cluster primaries: 3", "ok   continuity markers", "all checks passed"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("check output lacks %q:\n%s", want, out)
+			}
+		}
+		if strings.Contains(out.String(), "MOVED") {
+			t.Errorf("a raw MOVED:\n%s", out)
+		}
+		out, _, err = runOnce(ctx, t, map[string]string{"KEYRELAY_REDIS_URL": "redis://" + seed, "KEYRELAY_REDIS_MODE": "standalone"}, "check")
+		if err == nil || !strings.Contains(out.String(), "FAIL KEYRELAY_REDIS_MODE") {
+			t.Errorf("check with the wrong mode: %v\n%s", err, out)
+		}
+	})
+
 	t.Run("a broken subscription is one node's gap", func(t *testing.T) {
 		d := startDaemon(t, clusterEnv(seed))
 		waitUntil(t, 15*time.Second, "three subscriptions", func() bool {

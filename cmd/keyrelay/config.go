@@ -46,7 +46,7 @@ type RedisConfig struct {
 	RedisUsername    string           `envconfig:"REDIS_USERNAME" desc:"RBAC user name; overrides the URL's"`
 	RedisPassword    string           `envconfig:"REDIS_PASSWORD" desc:"AUTH token or RBAC password; overrides the URL's; never logged"`
 	RedisCAFile      string           `envconfig:"REDIS_CA_FILE" desc:"PEM file of CA certificates for rediss:// (default: the system roots)"`
-	HealthInterval   time.Duration    `envconfig:"REDIS_HEALTH_INTERVAL" default:"1s" desc:"ping an idle subscription after this long; it is dead after twice this long without an answer"`
+	HealthInterval   time.Duration    `envconfig:"REDIS_HEALTH_INTERVAL" default:"1s" desc:"the subscription pings itself this often, busy or not (the answer anchors gap windows like a marker); it is dead when a ping stays unanswered for twice this long while nothing arrives"`
 	FailoverInterval time.Duration    `envconfig:"REDIS_FAILOVER_CHECK_INTERVAL" default:"5s" desc:"how often a fresh connection checks that the endpoint still names the subscribed primary; 0 disables"`
 
 	// IAM authentication (ElastiCache Valkey 7.2+ / Redis OSS 7.0+).
