@@ -77,12 +77,12 @@ type FilterConfig struct {
 
 // SinkConfig selects and configures the sinks.
 type SinkConfig struct {
-	Sinks       []string `envconfig:"SINKS" default:"stdout" desc:"comma-separated sinks, each gets every record: stdout, sqs, sns"`
-	SQSQueueURL string   `envconfig:"SQS_QUEUE_URL" desc:"SQS queue URL; required when sqs is a sink; a name ending in .fifo is a FIFO queue"`
-	SNSTopicARN string   `envconfig:"SNS_TOPIC_ARN" desc:"SNS topic ARN; required when sns is a sink; a name ending in .fifo is a FIFO topic"`
-	FIFOGroup   string   `envconfig:"FIFO_GROUP" default:"key" desc:"FIFO message group id: key, event, db, or fixed:NAME (a constant group)"`
-	MaxInFlight int      `envconfig:"SINK_MAX_IN_FLIGHT" default:"4" desc:"concurrent batches per SQS/SNS sink (FIFO targets always use 1, to keep order)"`
-	Pack        string   `envconfig:"PACK" default:"off" desc:"off: one record per SQS/SNS message; ndjson: many records per message, one JSON record per line, with the type, event and db attributes all its records share (cuts billed requests about 30-fold; standard queues and topics only)"`
+	Sinks       []string         `envconfig:"SINKS" default:"stdout" desc:"comma-separated sinks, each gets every record: stdout, sqs, sns"`
+	SQSQueueURL string           `envconfig:"SQS_QUEUE_URL" desc:"SQS queue URL; required when sqs is a sink; a name ending in .fifo is a FIFO queue"`
+	SNSTopicARN string           `envconfig:"SNS_TOPIC_ARN" desc:"SNS topic ARN; required when sns is a sink; a name ending in .fifo is a FIFO topic"`
+	FIFOGroup   awsbatch.GroupBy `envconfig:"FIFO_GROUP" default:"key" desc:"FIFO message group id: key, event, db, or fixed:NAME (a constant group)"`
+	MaxInFlight int              `envconfig:"SINK_MAX_IN_FLIGHT" default:"4" desc:"concurrent batches per SQS/SNS sink (FIFO targets always use 1, to keep order)"`
+	Pack        awsbatch.Packing `envconfig:"PACK" default:"off" desc:"off: one record per SQS/SNS message; ndjson: many records per message, one JSON record per line, with the type, event and db attributes all its records share (cuts billed requests about 30-fold; standard queues and topics only)"`
 }
 
 // BufferConfig is the buffer between the reader and each sink, batching and
@@ -377,16 +377,9 @@ func (c *SinkConfig) validate(p *problems) {
 			}
 		}
 	}
-	if _, err := awsbatch.ParseGroupBy(c.FIFOGroup); err != nil {
-		p.bad("FIFO_GROUP", c.FIFOGroup, err.Error())
-	}
-	if pack, err := awsbatch.ParsePacking(c.Pack); err != nil {
-		p.bad("PACK", c.Pack, err.Error())
-	} else if pack == awsbatch.PackNDJSON {
-		for _, t := range [][2]string{{"sqs", c.SQSQueueURL}, {"sns", c.SNSTopicARN}} {
-			if seen[t[0]] && awsbatch.IsFIFO(t[1]) {
-				p.bad("PACK", c.Pack, fmt.Sprintf("packing is not available for the FIFO %s target %s (per-record deduplication and group order); use off", t[0], t[1]))
-			}
+	for _, t := range [][2]string{{"sqs", c.SQSQueueURL}, {"sns", c.SNSTopicARN}} {
+		if seen[t[0]] && awsbatch.CheckPacking(c.Pack, t[1]) != nil {
+			p.bad("PACK", string(c.Pack), fmt.Sprintf("packing is not available for the FIFO %s target %s (per-record deduplication and group order); use off", t[0], t[1]))
 		}
 	}
 	if c.MaxInFlight < 1 || c.MaxInFlight > 64 {

@@ -39,7 +39,7 @@ func TestPackConfig(t *testing.T) {
 				if err != nil {
 					t.Fatalf("loadConfig = %v", err)
 				}
-				if want := tc.env["KEYRELAY_PACK"]; want != "" && cfg.Pack != want || want == "" && cfg.Pack != "off" {
+				if want := tc.env["KEYRELAY_PACK"]; want != "" && string(cfg.Pack) != want || want == "" && cfg.Pack != "off" {
 					t.Errorf("Pack = %q", cfg.Pack)
 				}
 				return

@@ -76,18 +76,10 @@ func buildAWSSink(name string, cfg *Config, loadAWS func() (*aws.Config, error),
 	if err != nil {
 		return nil, err
 	}
-	groupBy, err := awsbatch.ParseGroupBy(cfg.FIFOGroup)
-	if err != nil {
-		return nil, fmt.Errorf("KEYRELAY_FIFO_GROUP=%q: %w", cfg.FIFOGroup, err) // validated already
-	}
-	pack, err := awsbatch.ParsePacking(cfg.Pack)
-	if err != nil {
-		return nil, fmt.Errorf("KEYRELAY_PACK=%q: %w", cfg.Pack, err) // validated already
-	}
 	opt := awsbatch.Options{
-		GroupBy:     groupBy,
+		GroupBy:     cfg.FIFOGroup,
 		MaxInFlight: cfg.MaxInFlight,
-		Pack:        pack,
+		Pack:        cfg.Pack,
 		// The attributes are read with the back-off records are retried with.
 		ReadRetryInitial: cfg.RetryInitial,
 		ReadRetryMax:     cfg.RetryMax,

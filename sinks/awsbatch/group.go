@@ -35,6 +35,27 @@ func ParseGroupBy(s string) (GroupBy, error) {
 	return GroupBy{}, fmt.Errorf("must be key, event, db or fixed:<value>")
 }
 
+// Decode implements envconfig.Decoder (KEYRELAY_FIFO_GROUP).
+func (g *GroupBy) Decode(s string) error {
+	v, err := ParseGroupBy(s)
+	if err != nil {
+		return err
+	}
+	*g = v
+	return nil
+}
+
+// String returns the setting as KEYRELAY_FIFO_GROUP spells it.
+func (g GroupBy) String() string {
+	if g.field == "fixed" {
+		return "fixed:" + g.fixed
+	}
+	if g.field == "" {
+		return "key"
+	}
+	return g.field
+}
+
 // GroupID returns the message group id of rec. Gap records go to group
 // "keyrelay-gap". A value that is not a valid group id (spaces, non-ASCII,
 // binary, longer than 128) maps deterministically to "sha256:" and the hex

@@ -32,6 +32,25 @@ func ParsePacking(s string) (Packing, error) {
 	return "", errors.New("must be off or ndjson")
 }
 
+// Decode implements envconfig.Decoder (KEYRELAY_PACK).
+func (p *Packing) Decode(s string) error {
+	v, err := ParsePacking(s)
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}
+
+// CheckPacking is the one rule about packing and targets: packing is
+// refused for a FIFO queue or topic (target ends in ".fifo").
+func CheckPacking(p Packing, target string) error {
+	if p == PackNDJSON && IsFIFO(target) {
+		return ErrPackFIFO
+	}
+	return nil
+}
+
 // ErrPackFIFO explains why packing is refused for FIFO targets.
 var ErrPackFIFO = errors.New("packing is not available for FIFO queues and topics: " +
 	"the deduplication id and the message group id are per message, so a packed message would " +

@@ -83,8 +83,8 @@ func New(t Transport, opt Options) (*Sink, error) {
 	}
 	s := &Sink{t: t, target: target, opt: opt, fifo: IsFIFO(target.ID), packed: pack == PackNDJSON,
 		cur: target.sizesFor(MinMessageSize), first: make(chan struct{}), stopped: make(chan struct{})}
-	if s.packed && s.fifo {
-		return nil, s.errorf("%w", ErrPackFIFO)
+	if err := CheckPacking(pack, target.ID); err != nil {
+		return nil, s.errorf("%w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
