@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN     := bin/keyrelay
 
-.PHONY: all build deps test lint demo bench docs readme clean
+.PHONY: all build deps test unit lint demo bench docs readme clean
 
 all: build
 
@@ -15,14 +15,28 @@ build:
 deps:
 	bash .ci/install-deps.sh all
 
+# The unit tests that are lint: the Dockerfile and deploy/ files against the
+# code, the generated table in docs/configuration.md (make docs).
+LINT_TESTS = ^(TestDockerfile|TestDeploy.*|TestConfigTableInDocs)$$
+
+# gofmt, go vet of the unit and the integration build, shellcheck of the
+# scripts (make deps installs it), the deploy-file and docs checks.
 lint:
-	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go' 2>/dev/null || find . -name '*.go' -not -path './.ci/*')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags integration ./...
+	bash .ci/shellcheck.sh
+	$(GO) test -count=1 -run '$(LINT_TESTS)' ./cmd/keyrelay
 
-# The one test command: installs redis-server and fauxqs if missing, then runs
-# every test (unit and integration, race detector on). Tests start their own
-# servers on free loopback ports and stop them.
+# The unit tests alone: no server, nothing installed but Go. Tests that start
+# redis-server or fauxqs are built only with -tags integration.
+unit:
+	$(GO) test -count=1 ./...
+
+# The one test command: installs redis-server, fauxqs and shellcheck if
+# missing, lints, then runs every test (unit and integration, race detector
+# on). Tests start their own servers on free loopback ports and stop them.
 test: deps lint build
 	$(GO) test -race -count=1 -tags integration -timeout 8m ./...
 
@@ -44,7 +58,8 @@ bench: deps build
 	$(GO) test -run '^$$' -bench . -benchmem ./bridge/... ./sinks/...
 
 # Regenerates the configuration table in docs/configuration.md from the
-# config struct (TestConfigTableInDocs fails in make test when it is stale).
+# config struct (TestConfigTableInDocs fails make lint, so make test, when it
+# is stale).
 docs:
 	$(GO) test ./cmd/keyrelay -run TestConfigTableInDocs -count=1 -update-docs
 

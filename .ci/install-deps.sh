@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what keyrelay's tests, demo and benchmarks need, from the
 # project's own files: redis-server and redis-tools (Debian), shellcheck
-# (Debian; the tests lint the scripts), fauxqs (npm, pinned in
+# (Debian; make lint runs it on the scripts), fauxqs (npm, pinned in
 # .ci/package.json / package-lock.json). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -2,7 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"net"
+	"net/url"
+	"os"
 	"strings"
 	"testing"
 )
@@ -84,5 +88,76 @@ func TestUnknownEventWarns(t *testing.T) {
 	w := strings.Join(cfg.Warnings(), "\n")
 	if !strings.Contains(w, `"expird"`) || strings.Contains(w, `"expired"`) {
 		t.Errorf("warnings = %q, want one about expird only", w)
+	}
+}
+
+// TestIAMAuthConfig: IAM authentication needs rediss://, a user and a cache
+// id, and no password; with them, every new connection gets a fresh SigV4
+// token for the cache as the user's password.
+func TestIAMAuthConfig(t *testing.T) {
+	base := map[string]string{
+		"KEYRELAY_REDIS_URL":          "rediss://master.my-cache.abc123.use1.cache.amazonaws.com:6379",
+		"KEYRELAY_REDIS_IAM_AUTH":     "true",
+		"KEYRELAY_REDIS_USERNAME":     "keyrelay",
+		"KEYRELAY_REDIS_IAM_CACHE_ID": "My-Cache",
+	}
+	with := func(k, v string) map[string]string {
+		m := map[string]string{}
+		for a, b := range base {
+			m[a] = b
+		}
+		m[k] = v
+		return m
+	}
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"plain redis://", with("KEYRELAY_REDIS_URL", "redis://my-cache:6379"), "KEYRELAY_REDIS_IAM_AUTH=\"true\": needs a rediss://"},
+		{"no user", with("KEYRELAY_REDIS_USERNAME", ""), "KEYRELAY_REDIS_USERNAME=\"\": required with KEYRELAY_REDIS_IAM_AUTH=true"},
+		{"a password", with("KEYRELAY_REDIS_PASSWORD", "x"), "KEYRELAY_REDIS_PASSWORD: must be empty"},
+		{"no cache id", with("KEYRELAY_REDIS_IAM_CACHE_ID", ""), "KEYRELAY_REDIS_IAM_CACHE_ID=\"\": required"},
+		{"an endpoint as cache id", with("KEYRELAY_REDIS_IAM_CACHE_ID", "my-cache.abc123.use1.cache.amazonaws.com"), "KEYRELAY_REDIS_IAM_CACHE_ID=\"my-cache.abc123.use1.cache.amazonaws.com\": must be a replication group id"},
+		{"cache id without IAM", map[string]string{"KEYRELAY_REDIS_IAM_CACHE_ID": "my-cache"}, "KEYRELAY_REDIS_IAM_CACHE_ID=\"my-cache\": only used with KEYRELAY_REDIS_IAM_AUTH=true"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clearKeyrelayEnv(t)
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			_, err := loadConfig()
+			var ce *ConfigError
+			if !errors.As(err, &ce) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want a configuration error containing %q", err, tc.want)
+			}
+		})
+	}
+
+	clearKeyrelayEnv(t)
+	for k, v := range base {
+		t.Setenv(k, v)
+	}
+	for k, v := range map[string]string{"AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
+		"AWS_SESSION_TOKEN": "", "AWS_PROFILE": "", "AWS_CONFIG_FILE": os.DevNull, "AWS_SHARED_CREDENTIALS_FILE": os.DevNull} {
+		t.Setenv(k, v)
+	}
+	cfg, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt, err := cfg.redisOptions()
+	if err != nil || opt.CredentialsProviderContext == nil {
+		t.Fatalf("redisOptions: %v; credentials provider set: %v", err, opt != nil && opt.CredentialsProviderContext != nil)
+	}
+	user, tok, err := opt.CredentialsProviderContext(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, rawQuery, _ := strings.Cut(tok, "/?")
+	q, _ := url.ParseQuery(rawQuery)
+	if user != "keyrelay" || host != "my-cache" || q.Get("User") != "keyrelay" || q.Get("Action") != "connect" ||
+		!strings.Contains(q.Get("X-Amz-Credential"), "/eu-west-1/elasticache/aws4_request") {
+		t.Errorf("credentials: user %q, token %q", user, tok)
 	}
 }

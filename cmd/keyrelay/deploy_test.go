@@ -817,37 +817,3 @@ func TestDeployFilesKnown(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-// TestShellcheck runs shellcheck on every shell script under .ci/ and
-// deploy/ (make deps installs it).
-func TestShellcheck(t *testing.T) {
-	bin, err := exec.LookPath("shellcheck")
-	if err != nil {
-		t.Fatalf("shellcheck is not installed (make deps installs it): %v", err)
-	}
-	var scripts []string
-	for _, dir := range []string{".ci", "deploy"} {
-		_ = filepath.WalkDir(filepath.Join(repoRoot, dir), func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return nil
-			}
-			if d.IsDir() {
-				if d.Name() == "node_modules" {
-					return fs.SkipDir
-				}
-				return nil
-			}
-			b, err := os.ReadFile(p)
-			if err == nil && (strings.HasSuffix(p, ".sh") || strings.HasPrefix(string(b), "#!/usr/bin/env bash") || strings.HasPrefix(string(b), "#!/bin/sh") || strings.HasPrefix(string(b), "#!/bin/bash")) {
-				scripts = append(scripts, p)
-			}
-			return nil
-		})
-	}
-	if len(scripts) == 0 {
-		t.Fatal("found no shell scripts")
-	}
-	if out, err := exec.Command(bin, scripts...).CombinedOutput(); err != nil {
-		t.Errorf("shellcheck %s: %v\n%s", strings.Join(scripts, " "), err, out)
-	}
-}

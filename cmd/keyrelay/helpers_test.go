@@ -1,18 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keyrelay/keyrelay/bridge/bridgetest"
 )
 
 // syncBuffer is a goroutine-safe bytes.Buffer for a daemon's stdout/stderr.
@@ -114,34 +112,27 @@ func (d *daemon) Stop() error {
 	return d.err
 }
 
-// testRecord is a decoded record line.
-type testRecord struct {
-	Type      string  `json:"type"`
-	ID        string  `json:"id"`
-	Time      string  `json:"time"`
-	Source    string  `json:"source"`
-	DB        int     `json:"db"`
-	Event     string  `json:"event"`
-	Key       *string `json:"key"`
-	KeyBase64 *string `json:"key_base64"`
-	Since     string  `json:"since"`
-	Until     string  `json:"until"`
-	Reason    string  `json:"reason"`
-	Dropped   int64   `json:"dropped"`
+// testRecord is a decoded record: bridgetest.Record under this package's
+// name, a defined type rather than an alias so that it can have the key
+// method.
+type testRecord bridgetest.Record
+
+// key returns the key bytes a consumer recovers from a record ("" for a
+// gap), failing the test on a record with both key and key_base64 or with
+// bad base64.
+func (r testRecord) key(t *testing.T) string {
+	t.Helper()
+	return bridgetest.Record(r).KeyString(t)
 }
 
-// parseRecords decodes newline-delimited records, failing on a bad line.
+// parseRecords decodes newline-delimited records with
+// bridgetest.ParseRecords, failing on a bad line.
 func parseRecords(t *testing.T, r io.Reader) []testRecord {
 	t.Helper()
-	var out []testRecord
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	for sc.Scan() {
-		var rec testRecord
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			t.Fatalf("bad record line %q: %v", sc.Text(), err)
-		}
-		out = append(out, rec)
+	recs := bridgetest.ParseRecords(t, r)
+	out := make([]testRecord, len(recs))
+	for i, rec := range recs {
+		out[i] = testRecord(rec)
 	}
 	return out
 }
@@ -193,68 +184,24 @@ func getHTTP(url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// metricSample is one sample line of the Prometheus text format.
-type metricSample struct {
-	Name   string
-	Labels map[string]string
-	Value  float64
-}
+// metricSample is one sample of the Prometheus text format.
+type metricSample = bridgetest.Sample
 
-var metricLabelRE = regexp.MustCompile(`(\w+)="((?:[^"\\]|\\.)*)"`)
-
-// parseMetrics parses the sample lines of a Prometheus text exposition.
+// parseMetrics parses a Prometheus text exposition with
+// bridgetest.ParseMetrics (the Prometheus text parser).
 func parseMetrics(t *testing.T, body string) []metricSample {
 	t.Helper()
-	var out []metricSample
-	for _, line := range strings.Split(body, "\n") {
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		sp := strings.LastIndexByte(line, ' ')
-		if sp < 0 {
-			t.Fatalf("bad metrics line %q", line)
-		}
-		v, err := strconv.ParseFloat(line[sp+1:], 64)
-		if err != nil {
-			t.Fatalf("bad metrics value in %q: %v", line, err)
-		}
-		s := metricSample{Name: line[:sp], Labels: map[string]string{}, Value: v}
-		if i := strings.IndexByte(s.Name, '{'); i >= 0 {
-			for _, m := range metricLabelRE.FindAllStringSubmatch(s.Name[i:], -1) {
-				s.Labels[m[1]] = m[2]
-			}
-			s.Name = s.Name[:i]
-		}
-		out = append(out, s)
-	}
-	return out
+	return bridgetest.ParseMetrics(t, strings.NewReader(body))
 }
 
-// scrapeMetrics fetches http://addr/metrics.
+// scrapeMetrics fetches and parses http://addr/metrics.
 func scrapeMetrics(t *testing.T, addr string) []metricSample {
 	t.Helper()
-	code, body := getHTTP("http://" + addr + "/metrics")
-	if code != http.StatusOK {
-		t.Fatalf("GET /metrics: %d %s", code, body)
-	}
-	return parseMetrics(t, body)
+	return bridgetest.ScrapeMetrics(t, addr)
 }
 
 // metricValue sums the samples named name whose labels include every
 // "key=value" in labels; ok is false when there is none.
 func metricValue(samples []metricSample, name string, labels ...string) (sum float64, ok bool) {
-next:
-	for _, s := range samples {
-		if s.Name != name {
-			continue
-		}
-		for _, kv := range labels {
-			k, v, _ := strings.Cut(kv, "=")
-			if s.Labels[k] != v {
-				continue next
-			}
-		}
-		sum, ok = sum+s.Value, true
-	}
-	return sum, ok
+	return bridgetest.MetricValue(samples, name, labels...)
 }

@@ -1,8 +1,9 @@
+//go:build integration
+
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"sync"
@@ -75,9 +76,9 @@ func TestSQSOutageDuringStream(t *testing.T) {
 	seen := map[string]int{}
 	ids := map[string]int{}
 	for _, m := range msgs {
-		var rec testRecord
-		if err := json.Unmarshal([]byte(m.Body), &rec); err != nil {
-			t.Fatalf("bad body %q: %v", m.Body, err)
+		rec, err := bridgetest.ParseRecord([]byte(m.Body))
+		if err != nil {
+			t.Fatal(err)
 		}
 		if rec.Type != "keyevent" {
 			t.Fatalf("unexpected record %s", m.Body)

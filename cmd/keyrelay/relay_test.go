@@ -1,8 +1,9 @@
+//go:build integration
+
 package main
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,24 +15,6 @@ import (
 
 	"github.com/keyrelay/keyrelay/bridge/bridgetest"
 )
-
-// key returns the key bytes a consumer recovers from a record.
-func (r testRecord) key(t *testing.T) string {
-	t.Helper()
-	switch {
-	case r.Key != nil && r.KeyBase64 != nil:
-		t.Fatalf("record %s has both key and key_base64", r.ID)
-	case r.Key != nil:
-		return *r.Key
-	case r.KeyBase64 != nil:
-		b, err := base64.StdEncoding.DecodeString(*r.KeyBase64)
-		if err != nil {
-			t.Fatalf("record %s: key_base64: %v", r.ID, err)
-		}
-		return string(b)
-	}
-	return ""
-}
 
 type ev struct {
 	db    int

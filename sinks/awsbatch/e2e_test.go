@@ -1,9 +1,9 @@
+//go:build integration
+
 package awsbatch_test
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"testing"
@@ -49,27 +49,6 @@ type testLog struct{ t *testing.T }
 func (w testLog) Write(p []byte) (int, error) {
 	w.t.Logf("%s", p)
 	return len(p), nil
-}
-
-type record struct {
-	Type      string `json:"type"`
-	ID        string `json:"id"`
-	DB        int    `json:"db"`
-	Event     string `json:"event"`
-	Key       string `json:"key"`
-	KeyBase64 string `json:"key_base64"`
-	Reason    string `json:"reason"`
-}
-
-func (r record) key(t *testing.T) string {
-	if r.KeyBase64 == "" {
-		return r.Key
-	}
-	b, err := base64.StdEncoding.DecodeString(r.KeyBase64)
-	if err != nil {
-		t.Fatalf("key_base64 %q: %v", r.KeyBase64, err)
-	}
-	return string(b)
 }
 
 // TestEndToEnd writes keys to a real redis-server and checks that every
@@ -173,9 +152,9 @@ func TestEndToEnd(t *testing.T) {
 			lastID := map[string]string{}
 			gaps := 0
 			for _, m := range msgs {
-				var r record
-				if err := json.Unmarshal([]byte(m.Body), &r); err != nil {
-					t.Fatalf("body %q: %v", m.Body, err)
+				r, err := bridgetest.ParseRecord([]byte(m.Body))
+				if err != nil {
+					t.Fatal(err)
 				}
 				if seen[r.ID] {
 					t.Errorf("record %s delivered twice", r.ID)
@@ -186,7 +165,7 @@ func TestEndToEnd(t *testing.T) {
 					gaps++
 					continue
 				}
-				k := r.key(t)
+				k := r.KeyString(t)
 				if fifo[name] {
 					if r.ID <= lastID[k] {
 						t.Errorf("key %q: record %s arrived after %s", k, r.ID, lastID[k])
@@ -248,7 +227,7 @@ func keyIndexDB(t *testing.T, k string, keyName func(int) string, n int) int {
 
 // checkAttributes checks the message attributes against the body: type and
 // event (String), db (Number); gap records carry type only.
-func checkAttributes(t *testing.T, m awsbatchtest.Message, r record) {
+func checkAttributes(t *testing.T, m awsbatchtest.Message, r bridgetest.Record) {
 	t.Helper()
 	attr := func(name, typ string) (string, bool) {
 		v, ok := m.Attributes[name]

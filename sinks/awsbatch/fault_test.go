@@ -2,7 +2,6 @@ package awsbatch_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/keyrelay/keyrelay/bridge"
+	"github.com/keyrelay/keyrelay/bridge/bridgetest"
 	"github.com/keyrelay/keyrelay/sinks/awsbatch"
 	"github.com/keyrelay/keyrelay/sinks/awsbatch/awsbatchtest"
 	"github.com/keyrelay/keyrelay/sinks/sns"
@@ -194,8 +194,8 @@ func TestPackedFaults(t *testing.T) {
 				}
 				lines := strings.Split(msg.Body, "\n")
 				got[i] = append(got[i], lines)
-				var first struct{ Event string }
-				if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
+				first, err := bridgetest.ParseRecord([]byte(lines[0]))
+				if err != nil {
 					t.Fatalf("body %q: %v", msg.Body, err)
 				}
 				want := map[string][2]string{"type": {"String", "keyevent"}, "db": {"Number", "3"},

@@ -1,3 +1,5 @@
+//go:build integration
+
 package awsbatch_test
 
 import (
@@ -99,6 +101,13 @@ func TestFauxqs(t *testing.T) {
 			}
 		}
 	})
+}
+
+// fauxqsClients returns clients that reach the fauxqs bridgetest.StartFauxqs
+// started.
+func fauxqsClients(t *testing.T) clients {
+	sqsc, snsc := awsbatchtest.Clients(t)
+	return clients{sqsc, snsc}
 }
 
 func kindNamed(name string) *kind {

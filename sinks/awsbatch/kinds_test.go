@@ -158,13 +158,6 @@ func (k *kind) startFake(t *testing.T, f *fakeServer) (clients, string) {
 	return clients{awssqs.NewFromConfig(cfg), awssns.NewFromConfig(cfg)}, k.fakeTarget(srv.URL)
 }
 
-// fauxqsClients returns clients that reach the fauxqs bridgetest.StartFauxqs
-// started.
-func fauxqsClients(t *testing.T) clients {
-	sqsc, snsc := awsbatchtest.Clients(t)
-	return clients{sqsc, snsc}
-}
-
 // attrsError answers every attribute read with e.
 func attrsError(e apiError) func(int) (map[string]string, *apiError) {
 	return func(int) (map[string]string, *apiError) { return nil, &e }

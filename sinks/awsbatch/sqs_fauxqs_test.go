@@ -1,8 +1,9 @@
+//go:build integration
+
 package awsbatch_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -179,12 +180,9 @@ func TestSQSFauxqs(t *testing.T) {
 				t.Errorf("message of %d records has count attribute %q", len(lines), attr("count"))
 			}
 			for _, line := range lines {
-				var r struct {
-					Type, ID, Event string
-					DB              int
-				}
-				if err := json.Unmarshal([]byte(line), &r); err != nil {
-					t.Fatalf("line %q: %v", line, err)
+				r, err := bridgetest.ParseRecord([]byte(line))
+				if err != nil {
+					t.Fatal(err)
 				}
 				seen[r.ID]++
 				if attr("type") != r.Type || (r.Type == bridge.TypeKeyEvent && (attr("event") != r.Event || attr("db") != fmt.Sprint(r.DB))) ||

@@ -1,7 +1,8 @@
 // Package servers starts the real servers keyrelay's tests and benchmark
 // harness run against: redis-server and the fauxqs SQS/SNS emulator, each on
-// a free loopback port. It does not import "testing", so that a program
-// (cmd/keyrelay-bench) can use it; bridgetest wraps it for tests.
+// a free loopback port; and it parses keyrelay's /metrics (ParseMetrics). It
+// does not import "testing", so that a program (cmd/keyrelay-bench) can use
+// it; bridgetest wraps it for tests.
 package servers
 
 import (

@@ -1,0 +1,4 @@
+package bridge
+
+// OddKeys is oddKeys for the external tests (package bridge_test).
+var OddKeys = oddKeys
