@@ -31,6 +31,10 @@ type Metrics struct {
 	MarkersReturned *prometheus.CounterVec // node
 	MarkerErrors    *prometheus.CounterVec // node, reason
 	MarkersEnabled  *prometheus.GaugeVec   // node
+	// The alive key.
+	AliveErrors          *prometheus.CounterVec // node, reason
+	NotificationsFlowing *prometheus.GaugeVec   // node
+	RestartUnknown       prometheus.Counter
 	// Cluster mode.
 	Primaries       prometheus.Gauge
 	DiscoveryErrors prometheus.Counter
@@ -120,6 +124,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "keyrelay_markers_enabled",
 			Help: "1 while continuity markers are on for the node, 0 when off (disabled, or no permission: gap windows then rest on the subscription's pings).",
 		}, []string{"node"}),
+		AliveErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyrelay_alive_key_errors_total",
+			Help: "Writes of keyrelay's alive key that failed: noperm (the Redis user may not write keyrelay:*; the alive key is off), write.",
+		}, []string{"node", "reason"}),
+		NotificationsFlowing: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "keyrelay_notifications_flowing",
+			Help: "0 when keyrelay wrote its alive key and the notification did not come back (keyspace notifications switched off?), else 1. Only judged when the configured events include set.",
+		}, []string{"node"}),
+		RestartUnknown: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keyrelay_restart_unknown_total",
+			Help: "Starts that could not tell when keyrelay last listened (no alive key: a first start, or gone longer than 7 days; or unreadable): no restart gap was written.",
+		}),
 		Primaries: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "keyrelay_cluster_primaries",
 			Help: "Cluster mode: primaries in the last topology read (slot-less ones included); each gets a subscription.",
@@ -134,6 +150,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			m.Rejected, m.Dropped, m.Gaps, m.BufferRecords, m.BufferBytes, m.BatchSize,
 			m.PublishTime, m.SinkUp, m.Connected, m.Reconnects,
 			m.MarkersSent, m.MarkersReturned, m.MarkerErrors, m.MarkersEnabled, m.Primaries, m.DiscoveryErrors,
+			m.AliveErrors, m.NotificationsFlowing, m.RestartUnknown,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "keyrelay_seconds_since_last_notification",
 				Help: "Seconds since the last notification was received (NaN before the first).",

@@ -89,6 +89,7 @@ func (p *Pipeline) Remove(key string) *Subscriber {
 	// A node that is gone is not "not subscribed": drop its series.
 	p.metrics.Connected.DeleteLabelValues(src.sub.cfg.Source)
 	p.metrics.MarkersEnabled.DeleteLabelValues(src.sub.cfg.Source)
+	p.metrics.NotificationsFlowing.DeleteLabelValues(src.sub.cfg.Source)
 	return src.sub
 }
 
@@ -99,16 +100,19 @@ func (p *Pipeline) Failed() <-chan error { return p.failed }
 // Ready reports whether every source is subscribed.
 func (p *Pipeline) Ready() error {
 	var missing []string
+	var errs []error
 	for _, src := range p.snapshot() {
 		if !src.sub.Connected() {
 			missing = append(missing, src.sub.cfg.Source)
+		} else if err := src.sub.NotificationsFlowing(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if len(missing) > 0 {
 		slices.Sort(missing)
-		return fmt.Errorf("not subscribed to %v", missing)
+		errs = append(errs, fmt.Errorf("not subscribed to %v", missing))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Alive reports whether every source's reader loop is turning.

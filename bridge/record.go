@@ -21,6 +21,7 @@ const (
 	GapShutdown  = "shutdown"  // keyrelay stopped with records it could not deliver
 	GapPlanned   = "planned"   // keyrelay replaced an ageing connection (IAM auth: 12-hour limit)
 	GapStop      = "stop"      // keyrelay stopped while not subscribed, or before it had read everything published before the stop
+	GapRestart   = "restart"   // no instance of the group listened: keyrelay was stopped, crashed or being deployed
 	GapTopology  = "topology"  // cluster: a primary first seen already owning slots, or lost while owning slots with no successor
 )
 

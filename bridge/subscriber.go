@@ -67,6 +67,9 @@ type SubscriberConfig struct {
 	// subscription ends other than by a stop: the reconciler looks at the
 	// topology again at once.
 	OnBreak func()
+	// AliveKey, when set, is keyrelay's alive key on the node (alive.go):
+	// restart gaps, and proof that notifications flow.
+	AliveKey string
 }
 
 // InitialGap is a gap that a new subscription closes.
@@ -98,6 +101,10 @@ type Subscriber struct {
 	leave      context.CancelFunc
 	final      atomic.Int64 // Run's last anchor (unix nanoseconds), once it returned
 	liveEnd    atomic.Bool  // Run ended while subscribed (Leave, or a demotion noticed on a live session)
+
+	aliveDenied  atomic.Bool  // the Redis user may not write the alive key
+	alivePending atomic.Int64 // unix nanoseconds of the first alive write whose notification is not back; 0: none
+	aliveStopped atomic.Bool  // "notifications stopped" was logged
 }
 
 // EndedSubscribed reports, after Run returned, whether the subscription was
@@ -173,6 +180,10 @@ func NewSubscriber(cfg SubscriberConfig, relay *Relay, log *slog.Logger, m *Metr
 		markers = 1
 	}
 	m.MarkersEnabled.WithLabelValues(cfg.Source).Set(markers)
+	m.NotificationsFlowing.WithLabelValues(cfg.Source).Set(1)
+	for _, reason := range []string{"noperm", "write"} {
+		m.AliveErrors.WithLabelValues(cfg.Source, reason)
+	}
 	return s
 }
 
@@ -227,6 +238,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	}()
 	reason := GapReconnect
 	initial := s.cfg.InitialGap
+	first := true
 	lastKind := "" // of the previous failed attempt: log a state change once
 	stopGap := func() {
 		if s.left.Load() {
@@ -278,8 +290,10 @@ func (s *Subscriber) Run(ctx context.Context) error {
 			s.relay.EmitGap(s.cfg.Source, reason, anchor, sess.confirmed)
 		} else if initial != nil {
 			s.relay.EmitGap(s.cfg.Source, initial.Reason, initial.Since, sess.confirmed)
+		} else if first {
+			s.restartGap(ctx, sess)
 		}
-		initial = nil
+		initial, first = nil, false
 		s.mu.Lock()
 		s.current = sess
 		s.mu.Unlock()
@@ -347,6 +361,8 @@ type session struct {
 	// markerSent is the send time of the last marker Redis accepted (unix
 	// nanoseconds; 0 before the first).
 	markerSent atomic.Int64
+	// anchor is the reader's anchor (unix nanoseconds), for the alive key.
+	anchor atomic.Int64
 	// early holds messages that arrived before every subscription was
 	// confirmed; read handles them first.
 	early []earlyMessage
@@ -479,11 +495,16 @@ func (s *Subscriber) connect(ctx context.Context) (*session, error) {
 			go s.watchFailover(wctx, sess)
 		}
 	}
-	if markers {
+	if markers || s.cfg.AliveKey != "" {
 		popt := s.options()
 		popt.PoolSize, popt.MaxIdleConns, popt.MaxRetries = 1, 1, -1
 		sess.pub = redis.NewClient(&popt)
+	}
+	if markers {
 		go s.publishMarkers(wctx, sess)
+	}
+	if s.cfg.AliveKey != "" && !s.aliveDenied.Load() {
+		go s.keepAlive(wctx, sess)
 	}
 	return sess, nil
 }
@@ -568,6 +589,7 @@ const pingPrefix = "keyrelay "
 // for three marker intervals.
 func (s *Subscriber) read(ctx context.Context, sess *session) (anchor time.Time, drained bool, err error) {
 	anchor = sess.start
+	sess.anchor.Store(anchor.UnixNano())
 	markerBack := sess.confirmed // send time of the last own marker that came back
 	var pingSent time.Time       // of the unanswered ping; zero when none
 	lastPing := sess.confirmed
@@ -595,6 +617,7 @@ func (s *Subscriber) read(ctx context.Context, sess *session) (anchor time.Time,
 					markerBack = sent
 					if sent.After(anchor) {
 						anchor = sent
+						sess.anchor.Store(anchor.UnixNano())
 					}
 				}
 				return false
@@ -605,6 +628,7 @@ func (s *Subscriber) read(ctx context.Context, sess *session) (anchor time.Time,
 				if n, err := strconv.ParseInt(ns, 10, 64); err == nil {
 					if sent := time.Unix(0, n); sent.After(anchor) {
 						anchor = sent
+						sess.anchor.Store(anchor.UnixNano())
 					}
 				}
 			}
@@ -708,7 +732,14 @@ func (s *Subscriber) handle(m *redis.Message, now time.Time, st *readState) {
 		return
 	}
 	s.metrics.noteNotification(now)
-	if !s.cfg.Filter.Match(n) || (s.cfg.OwnKeyPrefix != "" && strings.HasPrefix(n.Key, s.cfg.OwnKeyPrefix)) {
+	if s.cfg.OwnKeyPrefix != "" && strings.HasPrefix(n.Key, s.cfg.OwnKeyPrefix) {
+		if n.Key == s.cfg.AliveKey && n.Event == "set" {
+			s.aliveSeen()
+		}
+		s.metrics.Ignored.Inc()
+		return
+	}
+	if !s.cfg.Filter.Match(n) {
 		s.metrics.Ignored.Inc()
 		return
 	}

@@ -354,6 +354,15 @@ func (t *Topology) start(n ClusterNode, gap *InitialGap) {
 	cfg.NodeID = n.ID
 	cfg.InitialGap = gap
 	cfg.OnBreak = t.Kick
+	if cfg.AliveKey != "" {
+		// One alive key per node, on a slot the node owns (none for a
+		// slot-less primary: no key can live there).
+		if tag := HashTagFor(n.Ranges); tag != "" {
+			cfg.AliveKey += ":{" + tag + "}"
+		} else {
+			cfg.AliveKey = ""
+		}
+	}
 	t.pipe.Add(n.ID, NewSubscriber(cfg, t.relay, t.log, t.metrics))
 }
 

@@ -59,6 +59,7 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer) error {
 			checkRole(ctx, rdb, report)
 			checkNotifications(ctx, cfg, rdb, fmt.Sprintf("%scheck:%d", cfg.Prefix(), time.Now().UnixNano()), "", report)
 			checkMarkers(ctx, cfg, rdb, report, warn)
+			checkAliveKey(ctx, cfg, rdb, cfg.Prefix()+"check:alive", report, warn)
 		}
 	}
 
@@ -290,6 +291,35 @@ func checkCluster(ctx context.Context, cfg *Config, opt *redis.Options, rdb *red
 	}
 	if first != nil {
 		checkMarkers(ctx, cfg, first, report, warn)
+		for _, n := range nodes {
+			if n.Slots > 0 {
+				nc := redis.NewClient(bridge.NodeOptions(opt, n))
+				defer nc.Close()
+				checkAliveKey(ctx, cfg, nc, cfg.Prefix()+"check:alive:{"+bridge.HashTagFor(n.Ranges)+"}", report, warn)
+				break
+			}
+		}
+	}
+}
+
+// checkAliveKey proves that keyrelay may write and read its keys (the alive
+// key: restart gaps, and the proof that notifications flow) with a
+// short-lived probe key under the same prefix. Without the permission the
+// daemon still runs, so it is a warning.
+func checkAliveKey(ctx context.Context, cfg *Config, rdb *redis.Client, probe string, report func(bool, string, string), warn func(string, string)) {
+	const what = "alive key (restart gaps)"
+	err := rdb.Set(ctx, probe, "1", 10*time.Second).Err()
+	if err == nil {
+		err = rdb.Get(ctx, probe).Err()
+		_ = rdb.Del(context.WithoutCancel(ctx), probe).Err()
+	}
+	switch {
+	case err == nil:
+		report(true, what+": may write "+cfg.Prefix()+"*", "")
+	case errors.Is(bridge.ClassifyRedisError(err), bridge.ErrRedisPermission):
+		warn(what, fmt.Sprintf("off: %v: grant ~%s* +set +get; meanwhile restarts are not reported as gaps and stopped notifications go unnoticed", err, cfg.Prefix()))
+	default:
+		report(false, what, explainRedisError(err))
 	}
 }
 

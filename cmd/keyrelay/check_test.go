@@ -21,7 +21,8 @@ func TestCheckNotifications(t *testing.T) {
 		want   []string
 		reject []string
 	}{
-		{flags: "KEA", ok: true, want: []string{"ok   keyevent notifications flowing", "ok   continuity markers on keyrelay:keyrelay:markers", "all checks passed"}},
+		{flags: "KEA", ok: true, want: []string{"ok   keyevent notifications flowing", "ok   continuity markers on keyrelay:keyrelay:markers",
+			"ok   alive key (restart gaps): may write keyrelay:keyrelay:*", "all checks passed"}},
 		{flags: "KEA", env: map[string]string{"KEYRELAY_MARKER_INTERVAL": "0", "KEYRELAY_NAME": "orders"}, ok: true,
 			want: []string{"warn continuity markers: off (KEYRELAY_MARKER_INTERVAL=0)", "all checks passed"}},
 		{flags: "", want: []string{"FAIL keyevent notifications flowing: no notification arrived: notify-keyspace-events is empty or lacks E", "custom parameter group"}},

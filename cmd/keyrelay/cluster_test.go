@@ -21,14 +21,20 @@ import (
 
 // clusterEnv is the configuration of a keyrelay relaying a cluster: the URL
 // names one node, like a configuration endpoint.
+//
+// Each gets its own KEYRELAY_NAME, so that one scenario's alive keys do not
+// make the next one's start a restart.
 func clusterEnv(seed string, extra ...string) map[string]string {
+	clusterRuns++
 	env := resilienceEnv(seed, "KEYRELAY_CLUSTER_REFRESH_INTERVAL", "1s", "KEYRELAY_MARKER_INTERVAL", "200ms",
-		"KEYRELAY_LOG_LEVEL", "info")
+		"KEYRELAY_LOG_LEVEL", "info", "KEYRELAY_NAME", fmt.Sprintf("run%d", clusterRuns))
 	for i := 0; i+1 < len(extra); i += 2 {
 		env[extra[i]] = extra[i+1]
 	}
 	return env
 }
+
+var clusterRuns int
 
 // clusterWriter returns a cluster client that never retries a write on its
 // own (one successful SET is one event) but follows MOVED and ASK.
@@ -193,7 +199,7 @@ func TestCluster(t *testing.T) {
 				}
 			}
 		}
-		for _, want := range []string{"ok   cluster primaries: 3", "ok   continuity markers", "all checks passed"} {
+		for _, want := range []string{"ok   cluster primaries: 3", "ok   continuity markers", "ok   alive key", "all checks passed"} {
 			if !strings.Contains(out.String(), want) {
 				t.Errorf("check output lacks %q:\n%s", want, out)
 			}
@@ -268,6 +274,44 @@ func TestCluster(t *testing.T) {
 		}
 		if !strings.Contains(stderr.String(), "+cluster|nodes or +cluster|shards") || strings.Contains(stderr.String(), "MOVED") {
 			t.Errorf("stderr does not name the permission:\n%s", stderr.String())
+		}
+	})
+
+	t.Run("a restart is a gap on every primary", func(t *testing.T) {
+		env := clusterEnv(seed, "KEYRELAY_NAME", "restart")
+		d := startDaemon(t, env)
+		waitUntil(t, 15*time.Second, "three subscriptions", func() bool {
+			return strings.Count(d.Stderr.String(), `"msg":"subscribed"`) >= 3
+		})
+		time.Sleep(time.Second) // the alive keys are written
+		if err := d.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		down := time.Now()
+		var writes timedWrites
+		stop := make(chan struct{})
+		paced := paceCluster(cc, "restart:", &writes, stop)
+		time.Sleep(500 * time.Millisecond)
+		close(stop)
+		<-paced
+		d2 := startDaemon(t, env)
+		recs := d2.waitRecords(15*time.Second, func(recs []testRecord) bool { return len(gapsOf(recs, "restart")) >= 3 })
+		sources := map[string]bool{}
+		for _, g := range gapsOf(recs, "restart") {
+			since, _ := checkGap(t, g, "restart")
+			if since.After(down) || down.Sub(since) > time.Second {
+				t.Errorf("restart gap %+v: since should be within a second before the stop (%s)", g, down)
+			}
+			sources[g.Source] = true
+		}
+		for _, p := range c.Primaries(ctx) {
+			if !sources[p.Addr] {
+				t.Errorf("no restart gap from %s", p.Addr)
+			}
+		}
+		checkLossInGaps(t, writes.all(), recs)
+		if err := d2.Stop(); err != nil {
+			t.Fatal(err)
 		}
 	})
 

@@ -89,6 +89,7 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		MarkerInterval:   cfg.MarkerInterval,
 		Instance:         bridge.NewInstanceID(),
 		OwnKeyPrefix:     cfg.Prefix(),
+		AliveKey:         cfg.Prefix() + "alive",
 	}
 
 	// The deadline of the stop runs from the moment it begins: the drain of

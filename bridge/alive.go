@@ -1,0 +1,155 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The alive key (keyrelay:NAME:alive, one per node in cluster mode) holds
+// the last moment an instance of the group was known to be listening: the
+// anchor of its subscription, written every marker interval. It serves two
+// purposes:
+//
+//   - restart gaps: a subscriber that starts reads it and reports the window
+//     in which no instance listened (deploy, crash, stop) as a gap record
+//     with reason restart, from that moment until its subscription is
+//     confirmed;
+//   - proof that notifications still flow: when the configured events
+//     include set, the key's own notification must come back; when it stops
+//     (notifications switched off in the parameter group), the subscriber
+//     says so and is not ready.
+
+// aliveTTL is how long the alive key outlives the last instance: a restart
+// after a longer absence finds no key and says that it cannot tell.
+const aliveTTL = 7 * 24 * time.Hour
+
+// aliveInterval is how often the alive key is written.
+func (s *Subscriber) aliveInterval() time.Duration {
+	if s.cfg.MarkerInterval > 0 {
+		return s.cfg.MarkerInterval
+	}
+	return s.cfg.HealthInterval
+}
+
+// keepAlive writes the session's anchor into the alive key every
+// aliveInterval until the session ends.
+func (s *Subscriber) keepAlive(ctx context.Context, sess *session) {
+	t := time.NewTicker(s.aliveInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		anchor := sess.anchor.Load()
+		if anchor == 0 {
+			continue
+		}
+		at := time.Now()
+		wctx, cancel := context.WithTimeout(ctx, s.aliveInterval()+time.Second)
+		err := sess.pub.Set(wctx, s.cfg.AliveKey, strconv.FormatInt(anchor/1000, 10), aliveTTL).Err()
+		cancel()
+		switch {
+		case err == nil:
+			s.alivePending.CompareAndSwap(0, at.UnixNano())
+		case ctx.Err() != nil:
+			return
+		case errors.Is(ClassifyRedisError(err), ErrRedisPermission):
+			s.metrics.AliveErrors.WithLabelValues(s.cfg.Source, "noperm").Inc()
+			if s.aliveDenied.CompareAndSwap(false, true) {
+				s.log.Warn("alive key off: the Redis user may not write "+s.cfg.AliveKey+"; restart gaps rest on nothing and stopped notifications go unnoticed (grant ~keyrelay:* +set +get)",
+					"err", err)
+			}
+			return
+		default:
+			s.metrics.AliveErrors.WithLabelValues(s.cfg.Source, "write").Inc()
+			s.log.Debug("alive key: write failed", "err", err)
+		}
+	}
+}
+
+// aliveSeen notes that the alive key's own notification came back.
+func (s *Subscriber) aliveSeen() {
+	s.alivePending.Store(0)
+	if s.aliveStopped.CompareAndSwap(true, false) {
+		s.metrics.NotificationsFlowing.WithLabelValues(s.cfg.Source).Set(1)
+		s.log.Info("notifications flow again: the alive key's notification came back")
+	}
+}
+
+// NotificationsFlowing reports an error when the alive key was written but
+// its notification has not come back for a while (only checked when the
+// configured events and databases include it).
+func (s *Subscriber) NotificationsFlowing() error {
+	if !s.aliveWatched() {
+		return nil
+	}
+	pending := s.alivePending.Load()
+	if pending == 0 {
+		return nil
+	}
+	limit := max(5*s.aliveInterval(), 10*time.Second)
+	if late := time.Since(time.Unix(0, pending)); late > limit {
+		if s.aliveStopped.CompareAndSwap(false, true) {
+			s.metrics.NotificationsFlowing.WithLabelValues(s.cfg.Source).Set(0)
+			s.log.Error("notifications stopped: keyrelay wrote its alive key but no notification came back; check notify-keyspace-events in the parameter group",
+				"key", s.cfg.AliveKey, "waiting", late.Round(time.Second).String())
+		}
+		return fmt.Errorf("%s: no notification for keyrelay's own write of %s for %s: are keyspace notifications switched off?",
+			s.cfg.Source, s.cfg.AliveKey, late.Round(time.Second))
+	}
+	return nil
+}
+
+// aliveWatched reports whether the alive key's set notification is among
+// what the subscription receives.
+func (s *Subscriber) aliveWatched() bool {
+	if s.cfg.AliveKey == "" || s.aliveDenied.Load() {
+		return false
+	}
+	n := Notification{DB: s.cfg.Options.DB, Event: "set", Key: s.cfg.AliveKey}
+	f := s.cfg.Filter
+	f.Keys = nil // own keys are filtered out before KEYRELAY_KEYS applies
+	return f.Match(n)
+}
+
+// restartGap reports, before the first record of a subscriber's first
+// subscription, the window in which no instance of the group listened to the
+// node: from the moment the alive key holds until the subscription was
+// confirmed.
+func (s *Subscriber) restartGap(ctx context.Context, sess *session) {
+	if s.cfg.AliveKey == "" || sess.pub == nil {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	v, err := sess.pub.Get(rctx, s.cfg.AliveKey).Result()
+	cancel()
+	switch {
+	case errors.Is(err, redis.Nil):
+		s.metrics.RestartUnknown.Inc()
+		s.log.Info("restart: no record of when keyrelay last listened to this node (a first start, or absent longer than the alive key lives): no restart gap",
+			"key", s.cfg.AliveKey)
+		return
+	case err != nil:
+		s.metrics.RestartUnknown.Inc()
+		s.log.Warn("restart: cannot read when keyrelay last listened to this node: no restart gap", "key", s.cfg.AliveKey, "err", err)
+		return
+	}
+	us, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		s.metrics.RestartUnknown.Inc()
+		s.log.Warn("restart: the alive key holds no time", "key", s.cfg.AliveKey, "value", printablePrefix(v, 64))
+		return
+	}
+	since := time.UnixMicro(us)
+	if !since.Before(sess.confirmed) {
+		return // another instance is listening (HA): nothing was missed
+	}
+	s.relay.EmitGap(s.cfg.Source, GapRestart, since, sess.confirmed)
+}
