@@ -102,6 +102,9 @@ type Subscriber struct {
 	final      atomic.Int64 // Run's last anchor (unix nanoseconds), once it returned
 	liveEnd    atomic.Bool  // Run ended while subscribed (Leave, or a demotion noticed on a live session)
 
+	// dial establishes a session: connect, or a scripted one in tests.
+	dial func(ctx context.Context) (*session, error)
+
 	aliveDenied  atomic.Bool  // the Redis user may not write the alive key
 	alivePending atomic.Int64 // unix nanoseconds of the first alive write whose notification is not back; 0: none
 	aliveStopped atomic.Bool  // "notifications stopped" was logged
@@ -163,6 +166,7 @@ func NewSubscriber(cfg SubscriberConfig, relay *Relay, log *slog.Logger, m *Metr
 		cfg.ReconnectMax = 5 * time.Second
 	}
 	s := &Subscriber{cfg: cfg, relay: relay, log: log.With("node", cfg.Source), metrics: m}
+	s.dial = s.connect
 	s.beat.Store(time.Now().UnixNano())
 	// Export every series from the start, so that the first reconnection
 	// is an increase a rate() or increase() alert can see.
@@ -256,7 +260,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 			stopGap()
 			return nil
 		}
-		sess, err := s.connect(ctx)
+		sess, err := s.dial(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				stopGap()
@@ -342,10 +346,20 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	}
 }
 
+// subConn is an established subscription as the reader uses it: go-redis's
+// *redis.PubSub, or a scripted connection in the state machine's unit tests.
+type subConn interface {
+	ReceiveTimeout(ctx context.Context, timeout time.Duration) (any, error)
+	Ping(ctx context.Context, payload ...string) error
+	PUnsubscribe(ctx context.Context, patterns ...string) error
+	Unsubscribe(ctx context.Context, channels ...string) error
+	Close() error
+}
+
 // session is one established subscription.
 type session struct {
 	client *redis.Client
-	pubsub *redis.PubSub
+	pubsub subConn
 	pub    *redis.Client // publishes markers to the same node
 	nodeID string        // run_id of the node the subscription is on
 	cancel context.CancelFunc
@@ -376,7 +390,9 @@ type earlyMessage struct {
 func (ss *session) close() {
 	ss.cancel()
 	_ = ss.pubsub.Close()
-	_ = ss.client.Close()
+	if ss.client != nil {
+		_ = ss.client.Close()
+	}
 	if ss.pub != nil {
 		_ = ss.pub.Close()
 	}
@@ -467,27 +483,10 @@ func (s *Subscriber) connect(ctx context.Context) (*session, error) {
 			return fail(err)
 		}
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	sess := &session{client: client, pubsub: ps, nodeID: nodeID, cancel: cancel,
+	sess := &session{client: client, pubsub: ps, nodeID: nodeID,
 		moved: make(chan struct{}), early: early, start: start, confirmed: time.Now(), markers: markers}
 	sess.verified.Store(time.Now().UnixNano()) // OnConnect checked it is a primary
-	// On shutdown, drain instead of dropping the connection: PUNSUBSCRIBE
-	// (and UNSUBSCRIBE of the marker channel) is answered after every
-	// message Redis already queued for us, so reading up to the last
-	// confirmation receives everything published before the stop. A drain that does not finish in time is cut by closing.
-	context.AfterFunc(wctx, func() {
-		if ctx.Err() == nil {
-			_ = ps.Close() // the session ended for another reason
-			return
-		}
-		dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
-		defer cancel()
-		_ = ps.PUnsubscribe(dctx)
-		if markers {
-			_ = ps.Unsubscribe(dctx)
-		}
-		time.AfterFunc(drainTimeout, func() { _ = ps.Close() })
-	})
+	wctx := s.drainOnStop(ctx, sess)
 	if s.cfg.FailoverInterval > 0 {
 		if nodeID == "" {
 			s.log.Warn("failover detection is off: the Redis user may not run INFO (grant +info +role)")
@@ -507,6 +506,33 @@ func (s *Subscriber) connect(ctx context.Context) (*session, error) {
 		go s.keepAlive(wctx, sess)
 	}
 	return sess, nil
+}
+
+// drainOnStop arranges the end of sess: on a stop (ctx done), drain instead
+// of dropping the connection: PUNSUBSCRIBE (and UNSUBSCRIBE of the marker
+// channel) is answered after every message Redis already queued for us, so
+// reading up to the last confirmation receives everything published before
+// the stop; a drain that does not finish in time is cut by closing. On any
+// other end (sess.cancel), the connection is closed. It returns the
+// session's context, for its helper goroutines.
+func (s *Subscriber) drainOnStop(ctx context.Context, sess *session) context.Context {
+	wctx, cancel := context.WithCancel(ctx)
+	sess.cancel = cancel
+	ps := sess.pubsub
+	context.AfterFunc(wctx, func() {
+		if ctx.Err() == nil {
+			_ = ps.Close() // the session ended for another reason
+			return
+		}
+		dctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		defer cancel()
+		_ = ps.PUnsubscribe(dctx)
+		if sess.markers {
+			_ = ps.Unsubscribe(dctx)
+		}
+		time.AfterFunc(drainTimeout, func() { _ = ps.Close() })
+	})
+	return wctx
 }
 
 // markersDenied switches markers off for good after a permission error:
