@@ -77,33 +77,6 @@ func replicaOfNode(t *testing.T, c *bridgetest.Cluster, primary *servers.Redis) 
 	return nil
 }
 
-// paceCluster writes SET prefix<n> through cc one at a time until stop.
-func paceCluster(cc *redis.ClusterClient, prefix string, out *timedWrites, stop <-chan struct{}) <-chan struct{} {
-	d := make(chan struct{})
-	go func() {
-		defer close(d)
-		for n := 0; ; n++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			key := fmt.Sprintf("%s%d", prefix, n)
-			sent := time.Now()
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			err := cc.Set(ctx, key, "v", 0).Err()
-			cancel()
-			if err == nil {
-				out.add(timedWrite{key, sent, time.Now()})
-			} else {
-				time.Sleep(20 * time.Millisecond)
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-	}()
-	return d
-}
-
 // settle waits until the daemon's record count stops growing.
 func settle(d *daemon) []testRecord {
 	last := -1
@@ -255,25 +228,12 @@ func TestCluster(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		cmd := command(t, map[string]string{"KEYRELAY_REDIS_URL": "redis://noshards:pw@" + seed, "KEYRELAY_HTTP_ADDR": ""}, "run")
-		var stderr syncBuffer
-		cmd.Stderr = &stderr
-		done := make(chan error, 1)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+		code, stderr := runToExit(t, map[string]string{"KEYRELAY_REDIS_URL": "redis://noshards:pw@" + seed, "KEYRELAY_HTTP_ADDR": ""}, 20*time.Second)
+		if code != 1 {
+			t.Errorf("exit status %d, want 1", code)
 		}
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			if code := exitStatus(err); code != 1 {
-				t.Errorf("exit status %d, want 1", code)
-			}
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Fatalf("still running:\n%s", stderr.String())
-		}
-		if !strings.Contains(stderr.String(), "+cluster|nodes or +cluster|shards") || strings.Contains(stderr.String(), "MOVED") {
-			t.Errorf("stderr does not name the permission:\n%s", stderr.String())
+		if !strings.Contains(stderr, "+cluster|nodes or +cluster|shards") || strings.Contains(stderr, "MOVED") {
+			t.Errorf("stderr does not name the permission:\n%s", stderr)
 		}
 	})
 
@@ -290,7 +250,7 @@ func TestCluster(t *testing.T) {
 		down := time.Now()
 		var writes timedWrites
 		stop := make(chan struct{})
-		paced := paceCluster(cc, "restart:", &writes, stop)
+		paced := pace(cc, "restart:", &writes, stop)
 		time.Sleep(500 * time.Millisecond)
 		close(stop)
 		<-paced
@@ -322,7 +282,7 @@ func TestCluster(t *testing.T) {
 		})
 		var writes timedWrites
 		stop := make(chan struct{})
-		paced := paceCluster(cc, "fo:", &writes, stop)
+		paced := pace(cc, "fo:", &writes, stop)
 		time.Sleep(500 * time.Millisecond)
 		old := c.Primaries(ctx)[0]
 		replica := replicaOfNode(t, c, old)
@@ -358,7 +318,7 @@ func TestCluster(t *testing.T) {
 		})
 		var writes timedWrites
 		stop := make(chan struct{})
-		paced := paceCluster(cc, "rs:", &writes, stop)
+		paced := pace(cc, "rs:", &writes, stop)
 		added := c.AddNode(ctx, "")
 		waitUntil(t, 10*time.Second, "the new node subscribed", func() bool {
 			return strings.Contains(d.Stderr.String(), `"node":"`+added.Addr+`","patterns"`)

@@ -45,9 +45,9 @@ func (w *timedWrites) all() []timedWrite {
 	return append([]timedWrite(nil), w.writes...)
 }
 
-// pace writes SET prefix<n> one at a time, about every millisecond, until
-// stop is closed.
-func pace(c *redis.Client, prefix string, out *timedWrites, stop <-chan struct{}) (done <-chan struct{}) {
+// pace writes SET prefix<n> through c (a node or a cluster client) one at a
+// time, about every millisecond, until stop is closed.
+func pace(c redis.Cmdable, prefix string, out *timedWrites, stop <-chan struct{}) (done <-chan struct{}) {
 	d := make(chan struct{})
 	go func() {
 		defer close(d)
@@ -64,6 +64,8 @@ func pace(c *redis.Client, prefix string, out *timedWrites, stop <-chan struct{}
 			cancel()
 			if err == nil {
 				out.add(timedWrite{key, sent, time.Now()})
+			} else {
+				time.Sleep(20 * time.Millisecond) // a node is down or moving: do not spin
 			}
 			time.Sleep(time.Millisecond)
 		}

@@ -138,25 +138,12 @@ func TestClosedStdout(t *testing.T) {
 // permanent error with a clear message, not retried forever.
 func TestDatabaseRefused(t *testing.T) {
 	r := bridgetest.StartRedis(t)
-	cmd := command(t, map[string]string{"KEYRELAY_REDIS_URL": "redis://" + r.Addr + "/99", "KEYRELAY_HTTP_ADDR": ""}, "run")
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	done := make(chan error, 1)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	code, stderr := runToExit(t, map[string]string{"KEYRELAY_REDIS_URL": "redis://" + r.Addr + "/99", "KEYRELAY_HTTP_ADDR": ""}, 15*time.Second)
+	if code != 1 {
+		t.Errorf("exit status %d, want 1", code)
 	}
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if code := exitStatus(err); code != 1 {
-			t.Errorf("exit status %d, want 1", code)
-		}
-	case <-time.After(15 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatalf("still retrying after 15 s:\n%s", stderr.String())
-	}
-	if !strings.Contains(stderr.String(), "database") {
-		t.Errorf("the error does not say what is wrong:\n%s", stderr.String())
+	if !strings.Contains(stderr, "database") {
+		t.Errorf("the error does not say what is wrong:\n%s", stderr)
 	}
 }
 
@@ -190,5 +177,27 @@ func TestOwnChannelNeverRecords(t *testing.T) {
 	}
 	if v, _ := metricValue(m, "keyrelay_markers_enabled"); v != 1 {
 		t.Errorf("keyrelay_markers_enabled = %v, want 1", v)
+	}
+}
+
+// runToExit runs `keyrelay run` as a process with env and returns its exit
+// status and stderr, failing the test if it is still running after timeout.
+func runToExit(t *testing.T, env map[string]string, timeout time.Duration) (int, string) {
+	t.Helper()
+	cmd := command(t, env, "run")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return exitStatus(err), stderr.String()
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		t.Fatalf("still running after %s:\n%s", timeout, stderr.String())
+		return 0, ""
 	}
 }
