@@ -159,6 +159,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// deleteNode removes every series of a node that left the cluster.
+func (m *Metrics) deleteNode(node string) {
+	l := prometheus.Labels{"node": node}
+	m.Connected.DeletePartialMatch(l)
+	m.Reconnects.DeletePartialMatch(l)
+	m.MarkersSent.DeletePartialMatch(l)
+	m.MarkersReturned.DeletePartialMatch(l)
+	m.MarkerErrors.DeletePartialMatch(l)
+	m.MarkersEnabled.DeletePartialMatch(l)
+	m.AliveErrors.DeletePartialMatch(l)
+	m.NotificationsFlowing.DeletePartialMatch(l)
+}
+
 func (m *Metrics) noteNotification(t time.Time) { m.lastNotification.Store(t.UnixNano()) }
 
 func (m *Metrics) sinceLastNotification() float64 {

@@ -37,7 +37,13 @@ func NewPipeline(ctx context.Context, m *Metrics) *Pipeline {
 
 // Add starts sub under key (a node id, or the endpoint). A source whose Run
 // fails with anything but ErrNodeLeft fails the pipeline (Failed).
-func (p *Pipeline) Add(key string, sub *Subscriber) {
+func (p *Pipeline) Add(key string, sub *Subscriber) { p.add(key, sub, true) }
+
+// AddOptional is Add for a source whose failure does not fail the
+// pipeline: it is logged and the source stays not ready.
+func (p *Pipeline) AddOptional(key string, sub *Subscriber) { p.add(key, sub, false) }
+
+func (p *Pipeline) add(key string, sub *Subscriber, critical bool) {
 	src := &source{sub: sub, done: make(chan struct{})}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -50,8 +56,12 @@ func (p *Pipeline) Add(key string, sub *Subscriber) {
 		defer p.wg.Done()
 		src.err = sub.Run(p.ctx)
 		close(src.done)
-		if src.err != nil && !errors.Is(src.err, ErrNodeLeft) {
+		switch {
+		case src.err == nil, errors.Is(src.err, ErrNodeLeft):
+		case critical:
 			p.failOnce.Do(func() { p.failed <- src.err })
+		default:
+			sub.log.Error("subscription refused for good: this node is not heard", "err", src.err)
 		}
 	}()
 }
@@ -87,9 +97,7 @@ func (p *Pipeline) Remove(key string) *Subscriber {
 	src.sub.Leave()
 	<-src.done
 	// A node that is gone is not "not subscribed": drop its series.
-	p.metrics.Connected.DeleteLabelValues(src.sub.cfg.Source)
-	p.metrics.MarkersEnabled.DeleteLabelValues(src.sub.cfg.Source)
-	p.metrics.NotificationsFlowing.DeleteLabelValues(src.sub.cfg.Source)
+	p.metrics.deleteNode(src.sub.cfg.Source)
 	return src.sub
 }
 

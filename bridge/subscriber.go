@@ -302,7 +302,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 		s.current = sess
 		s.mu.Unlock()
 		s.setConnected(true)
-		s.log.Info("subscribed", "patterns", s.cfg.Patterns, "node_id", sess.nodeID,
+		s.log.Info("subscribed", "patterns", s.cfg.Patterns, "run_id", sess.nodeID,
 			"markers", sess.markers)
 		var drained bool
 		anchor, drained, err = s.read(ctx, sess)
@@ -796,7 +796,7 @@ func (s *Subscriber) watchFailover(ctx context.Context, sess *session) {
 		case id != sess.nodeID && role == "master":
 			sess.why = fmt.Errorf("%w: the endpoint names primary %s", errFailover, id)
 			s.log.Warn("failover: the endpoint names another primary, moving the subscription",
-				"old_node_id", sess.nodeID, "new_node_id", id)
+				"old_run_id", sess.nodeID, "new_run_id", id)
 		case id == sess.nodeID && role != "" && role != "master":
 			// The node was demoted but the endpoint still names it (its DNS
 			// name has not moved yet). A replica publishes del instead of
@@ -804,7 +804,7 @@ func (s *Subscriber) watchFailover(ctx context.Context, sess *session) {
 			// once the endpoint names a primary.
 			sess.why = fmt.Errorf("%w: it is now a %s", errFailover, role)
 			s.log.Warn("failover: the subscribed node is no longer a primary, leaving it",
-				"node_id", sess.nodeID, "role", role)
+				"run_id", sess.nodeID, "role", role)
 		default:
 			if id == sess.nodeID {
 				sess.verified.Store(probed.UnixNano())

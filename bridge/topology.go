@@ -53,6 +53,8 @@ type Topology struct {
 
 	kick chan struct{}
 
+	everApplied bool // apply ran to its end once (the start's subscriptions exist)
+
 	mu        sync.Mutex
 	members   map[string]*member // by node id
 	lost      map[string]lostPrimary
@@ -167,10 +169,17 @@ func (t *Topology) discover(ctx context.Context, seed *redis.Client) ([]ClusterN
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	nodes, err := DiscoverPrimaries(dctx, seed, t.tls)
-	if err == nil || errors.Is(err, ErrClusterPermission) {
+	if errors.Is(err, ErrClusterPermission) || (err == nil && ownsSlots(nodes)) {
 		return nodes, err
 	}
+	// A seed whose view owns no slot is not the cluster keyrelay follows
+	// (a node removed with del-node keeps running, alone): ask the nodes
+	// keyrelay knows before believing it.
+	seedNodes := nodes
 	errs := []error{fmt.Errorf("seed %s: %w", t.cfg.Seed.Addr, err)}
+	if err == nil {
+		errs = []error{fmt.Errorf("seed %s: its view owns no slot", t.cfg.Seed.Addr)}
+	}
 	t.mu.Lock()
 	known := make([]ClusterNode, 0, len(t.members))
 	for _, m := range t.members {
@@ -181,12 +190,27 @@ func (t *Topology) discover(ctx context.Context, seed *redis.Client) ([]ClusterN
 		c := redis.NewClient(t.nodeOptions(t.cfg.Seed, n.Addr, n.Host))
 		nodes, err := DiscoverPrimaries(dctx, c, t.tls)
 		c.Close()
-		if err == nil {
+		if err == nil && ownsSlots(nodes) {
 			return nodes, nil
 		}
-		errs = append(errs, fmt.Errorf("node %s: %w", n.Addr, err))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %s: %w", n.Addr, err))
+		}
+	}
+	if seedNodes != nil {
+		return seedNodes, nil // a cluster with no slots assigned yet
 	}
 	return nil, errors.Join(errs...)
+}
+
+// ownsSlots reports whether any of nodes owns a slot.
+func ownsSlots(nodes []ClusterNode) bool {
+	for _, n := range nodes {
+		if n.Slots > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // nodeOptions returns seed's options for the node at addr ("" keeps the
@@ -265,7 +289,11 @@ func (t *Topology) apply(nodes []ClusterNode, prev time.Time) {
 			continue
 		}
 		m.missing++
-		if ended, _ := t.pipe.Ended(id); m.missing < 2 && !ended {
+		succeeded := false // a new primary owns its slots: believe the read
+		for _, n := range added {
+			succeeded = succeeded || Overlaps(m.node.Ranges, n.Ranges)
+		}
+		if ended, _ := t.pipe.Ended(id); m.missing < 2 && !ended && !succeeded {
 			continue
 		}
 		sub := t.pipe.Remove(id)
@@ -320,6 +348,7 @@ func (t *Topology) apply(nodes []ClusterNode, prev time.Time) {
 	t.mu.Lock()
 	t.lostN = len(t.lost)
 	t.mu.Unlock()
+	t.everApplied = true
 }
 
 // covered reports whether every slot of ranges belongs to a member that is
@@ -354,6 +383,7 @@ func (t *Topology) start(n ClusterNode, gap *InitialGap) {
 	cfg.NodeID = n.ID
 	cfg.InitialGap = gap
 	cfg.OnBreak = t.Kick
+	critical := !t.isStarted() || !t.everApplied
 	if cfg.AliveKey != "" {
 		// One alive key per node, on a slot the node owns (none for a
 		// slot-less primary: no key can live there).
@@ -363,7 +393,15 @@ func (t *Topology) start(n ClusterNode, gap *InitialGap) {
 			cfg.AliveKey = ""
 		}
 	}
-	t.pipe.Add(n.ID, NewSubscriber(cfg, t.relay, t.log, t.metrics))
+	sub := NewSubscriber(cfg, t.relay, t.log, t.metrics)
+	if critical {
+		t.pipe.Add(n.ID, sub)
+	} else {
+		// A node that joins later and refuses keyrelay (credentials, a
+		// permission) leaves that node unheard, reported by /readyz and
+		// the log; the other primaries go on.
+		t.pipe.AddOptional(n.ID, sub)
+	}
 }
 
 // finalOr returns the final anchor of sub if it has one, else since, else

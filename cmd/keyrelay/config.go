@@ -304,9 +304,6 @@ func (c *RedisConfig) validate(p *problems) {
 	p.interval("REDIS_HEALTH_INTERVAL", c.HealthInterval, 100*time.Millisecond, time.Minute, false)
 	p.interval("REDIS_FAILOVER_CHECK_INTERVAL", c.FailoverInterval, 100*time.Millisecond, time.Hour, true)
 	p.interval("CLUSTER_REFRESH_INTERVAL", c.ClusterRefresh, time.Second, 5*time.Minute, false)
-	if opt, err := c.redisOptions(); err == nil && c.RedisMode == bridge.ModeCluster && opt.DB != 0 {
-		p.bad("REDIS_URL", "", "a cluster has database 0 only: drop the /db from the URL")
-	}
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
