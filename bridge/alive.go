@@ -28,12 +28,13 @@ import (
 // after a longer absence finds no key and says that it cannot tell.
 const aliveTTL = 7 * 24 * time.Hour
 
-// aliveInterval is how often the alive key is written.
+// aliveInterval is how often the alive key is written: every marker
+// interval (the daemon sets no alive key when markers are disabled).
 func (s *Subscriber) aliveInterval() time.Duration {
 	if s.cfg.MarkerInterval > 0 {
 		return s.cfg.MarkerInterval
 	}
-	return s.cfg.HealthInterval
+	return time.Second
 }
 
 // keepAlive writes the session's anchor into the alive key every

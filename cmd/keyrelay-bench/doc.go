@@ -28,6 +28,22 @@
 //     KEYRELAY_BUFFER_RECORDS, drops the rest (counted, one overflow gap
 //     record) and delivers the buffer when the sink is back; the peak RSS
 //     shows the memory stays bounded.
+//   - cluster, full speed: a Redis Cluster of 3 primaries, no replicas
+//     (servers.StartCluster, E$, otherwise default settings), keyrelay with
+//     KEYRELAY_REDIS_MODE=cluster pointed at one node and the stdout sink
+//     (default settings), and N SETs at full speed from the harness: 2
+//     connections per primary, pipelines of 64, unique keys key:{tag}:<seq>
+//     whose tags cycle through every slot. No redis-cli reference in this
+//     run. It prints its own table, one row per primary and a total:
+//     published (the SETs the node acknowledged to the writer, counted by
+//     the harness because cmdstat_set also counts keyrelay's own alive-key
+//     writes; a note gives cmdstat_set when it differs), received (stdout
+//     lines whose "source" is the node, gap records apart), received %
+//     (truncated), lost (published − received, dropped included), gaps (gap
+//     records with that source), disc and max omem per node, pub ev/s (the
+//     node's SETs ÷ the writer's wall time), ev/s (received ÷ (last line −
+//     first write)), and in the total keyrelay's RSS, CPU s and CPU s per
+//     million published.
 //
 // Figures, one row per subscriber per run:
 //
@@ -61,6 +77,7 @@
 //
 //	go run ./cmd/keyrelay-bench -n 1000000        # what `make bench` runs
 //	go run ./cmd/keyrelay-bench -n 100000 -runs stdout,rate
+//	go run ./cmd/keyrelay-bench -runs cluster       # make bench BENCH_FLAGS=-runs=cluster
 //
 // It stops everything it started on success, on failure and on Ctrl-C
 // (children also get SIGKILL if the harness itself dies).

@@ -48,7 +48,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var runs, rates string
 	fs.StringVar(&o.bin, "bin", "bin/keyrelay", "the keyrelay binary (make build)")
 	fs.IntVar(&o.n, "n", 1000000, "notifications per full-speed run")
-	fs.StringVar(&runs, "runs", "stdout,rate,sqs,pack,outage", "runs: stdout (full speed), rate (fixed rates, latency), sqs (full speed), pack (sqs with KEYRELAY_PACK), outage (sqs outage)")
+	fs.StringVar(&runs, "runs", "stdout,rate,sqs,pack,outage,cluster", "runs: stdout (full speed), rate (fixed rates, latency), sqs (full speed), pack (sqs with KEYRELAY_PACK), outage (sqs outage), cluster (3-primary cluster, stdout, full speed)")
 	fs.StringVar(&rates, "rates", "10000,100000", "events/s of the fixed-rate runs")
 	fs.DurationVar(&o.rateDuration, "rate-duration", 10*time.Second, "length of each fixed-rate run")
 	fs.IntVar(&o.sqsBuffer, "sqs-buffer", 0, "KEYRELAY_BUFFER_RECORDS for the full-speed SQS runs (0: n+1000, so nothing overflows while fauxqs is slower than Redis)")
@@ -150,7 +150,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if o.runs["outage"] {
 		do("sqs outage", h.sqsOutage)
 	}
-	printTable(stdout, results)
+	var clusterRows []*clusterRow
+	if o.runs["cluster"] {
+		do("cluster full speed", func(ctx context.Context) ([]*result, error) {
+			rows, err := h.clusterFull(ctx)
+			clusterRows = append(clusterRows, rows...)
+			return nil, err
+		})
+	}
+	if len(results) > 0 || len(clusterRows) == 0 {
+		printTable(stdout, results)
+	}
+	if len(clusterRows) > 0 {
+		if len(results) > 0 {
+			fmt.Fprintln(stdout)
+		}
+		printClusterTable(stdout, clusterRows)
+	}
 	if ctx.Err() != nil {
 		errs = append(errs, errors.New("interrupted"))
 	}

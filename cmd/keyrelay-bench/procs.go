@@ -39,8 +39,9 @@ type keyrelay struct {
 
 // startKeyrelay runs bin with the KEYRELAY_ and AWS_ variables in env (the
 // harness's own are not passed on), stdout read by a lineCounter when
-// countStdout is set, and waits until /readyz answers.
-func startKeyrelay(ctx context.Context, bin, dir string, env []string, countStdout, latency bool) (*keyrelay, error) {
+// countStdout is set (tallying the lines per "source" when sources is set),
+// and waits until /readyz answers.
+func startKeyrelay(ctx context.Context, bin, dir string, env []string, countStdout, latency, sources bool) (*keyrelay, error) {
 	port, err := servers.FreePort()
 	if err != nil {
 		return nil, err
@@ -72,6 +73,9 @@ func startKeyrelay(ctx context.Context, bin, dir string, env []string, countStdo
 	}
 	if countStdout {
 		k.lines.latency = latency
+		if sources {
+			k.lines.sources = newSourceTally()
+		}
 		go k.lines.read(out)
 	}
 	go func() { _ = k.cmd.Wait(); close(k.exited) }()
@@ -161,9 +165,11 @@ func (k *keyrelay) metrics() (map[string]float64, error) {
 
 // lineCounter counts the lines of a stream and the time the last one was
 // read; with latency set it also records, for each line holding a key
-// lat:<unix ns>:…, the time from that write to the moment it read the line.
+// lat:<unix ns>:…, the time from that write to the moment it read the line;
+// with sources set it tallies the lines per "source" value (cluster run).
 type lineCounter struct {
 	latency bool
+	sources *sourceTally
 	n       atomic.Int64
 	last    atomic.Int64 // unix ns of the last line read
 	mu      sync.Mutex
@@ -174,7 +180,7 @@ var latKey = []byte(`"key":"lat:`)
 
 func (c *lineCounter) read(r io.Reader) {
 	br := bufio.NewReaderSize(r, 256<<10)
-	if !c.latency {
+	if !c.latency && c.sources == nil {
 		buf := make([]byte, 256<<10)
 		for {
 			n, err := br.Read(buf)
@@ -198,6 +204,14 @@ func (c *lineCounter) read(r io.Reader) {
 			return
 		}
 		now := time.Now()
+		if c.sources != nil {
+			c.sources.add(line, now.UnixNano())
+		}
+		if !c.latency {
+			c.last.Store(now.UnixNano())
+			c.n.Add(1)
+			continue
+		}
 		if i := bytes.Index(line, latKey); i >= 0 {
 			digits := line[i+len(latKey):]
 			if j := bytes.IndexByte(digits, ':'); j > 0 {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -43,6 +44,41 @@ func printTable(w io.Writer, results []*result) {
 	for _, r := range results {
 		if len(r.notes) > 0 {
 			fmt.Fprintf(w, "# %s, %s: %s\n", r.run, r.who, strings.Join(r.notes, "; "))
+		}
+	}
+}
+
+// printClusterTable writes the cluster rows (one per primary, then the
+// total) as an aligned table like printTable's, then the notes. CPU s/M is
+// keyrelay's CPU per million published notifications.
+func printClusterTable(w io.Writer, rows []*clusterRow) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "run\tnode\tpublished\treceived\treceived %\tlost\tgaps\tdisc\tmax omem\tpub ev/s\tev/s\tRSS MB\tCPU s\tCPU s/M\t")
+	na := "–"
+	for _, r := range rows {
+		pct := na
+		if r.published > 0 {
+			// Truncated, not rounded: one lost event in a million must not
+			// print as 100.000%.
+			pct = fmt.Sprintf("%.3f%%", math.Floor(float64(r.received)*100*1000/float64(r.published))/1000)
+		}
+		cols := []string{r.run, r.node, num(r.published), num(r.received), pct, num(r.lost), num(r.gaps),
+			num(r.disconnects), mib(r.maxOmem), rate(r.pubRate), rate(r.rate)}
+		if r.hasCPU {
+			perM := na
+			if r.published > 0 {
+				perM = fmt.Sprintf("%.2f", r.cpu.Seconds()*1e6/float64(r.published))
+			}
+			cols = append(cols, fmt.Sprintf("%.1f", float64(r.rssKB)/1024), secs(r.cpu), perM)
+		} else {
+			cols = append(cols, na, na, na)
+		}
+		fmt.Fprintln(tw, strings.Join(cols, "\t")+"\t")
+	}
+	tw.Flush()
+	for _, r := range rows {
+		if len(r.notes) > 0 {
+			fmt.Fprintf(w, "# %s, %s: %s\n", r.run, r.node, strings.Join(r.notes, "; "))
 		}
 	}
 }

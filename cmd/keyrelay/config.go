@@ -58,7 +58,7 @@ type RedisConfig struct {
 // ContinuityConfig is keyrelay's own channel and keys in Redis.
 type ContinuityConfig struct {
 	Name           string        `envconfig:"NAME" default:"keyrelay" desc:"names the group of instances that relay one cache (letters, digits, . _ -); keyrelay's own channel and keys are keyrelay:NAME:… and never become records"`
-	MarkerInterval time.Duration `envconfig:"MARKER_INTERVAL" default:"1s" desc:"how often keyrelay publishes a continuity marker on its channel keyrelay:NAME:markers and reads it back: a gap's since is the send time of the last marker that came back; 0 disables (gap windows then rest on the subscription's pings)"`
+	MarkerInterval time.Duration `envconfig:"MARKER_INTERVAL" default:"1s" desc:"how often keyrelay publishes a continuity marker on its channel keyrelay:NAME:markers and reads it back: a gap's since is the send time of the last marker that came back; 0 disables markers and the alive key keyrelay:NAME:alive that restart gaps rest on (gap windows then rest on the subscription's pings)"`
 }
 
 // Prefix is the start of every key and channel keyrelay uses itself.

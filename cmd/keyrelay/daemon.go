@@ -89,7 +89,11 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		MarkerInterval:   cfg.MarkerInterval,
 		Instance:         bridge.NewInstanceID(),
 		OwnKeyPrefix:     cfg.Prefix(),
-		AliveKey:         cfg.Prefix() + "alive",
+	}
+	if cfg.MarkerInterval > 0 {
+		// Written every marker interval with the anchor markers keep:
+		// KEYRELAY_MARKER_INTERVAL=0 disables both.
+		subCfg.AliveKey = cfg.Prefix() + "alive"
 	}
 
 	// The deadline of the stop runs from the moment it begins: the drain of
