@@ -48,6 +48,7 @@ func (s *Subscriber) keepAlive(ctx context.Context, sess *session) {
 			return
 		case <-t.C:
 		}
+		_ = s.NotificationsFlowing() // judged here too, not only when /readyz is asked
 		anchor := sess.anchor.Load()
 		if anchor == 0 {
 			continue
@@ -150,7 +151,7 @@ func (s *Subscriber) restartGap(ctx context.Context, sess *session) {
 	}
 	since := time.UnixMicro(us)
 	if !since.Before(sess.confirmed) {
-		return // another instance is listening (HA): nothing was missed
+		return // the key is newer than this subscription (clocks, or another instance of the group)
 	}
 	s.relay.EmitGap(s.cfg.Source, GapRestart, since, sess.confirmed)
 }

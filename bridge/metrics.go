@@ -145,6 +145,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Cluster mode: topology reads that failed (the subscriptions go on; /readyz fails after 3 in a row).",
 		}),
 	}
+	// Every gap reason exists from the start, so that the first gap is an
+	// increase a rate() or increase() alert can see.
+	for _, reason := range []string{GapReconnect, GapFailover, GapOverflow, GapShutdown, GapPlanned, GapStop, GapRestart, GapTopology} {
+		m.Gaps.WithLabelValues(reason)
+	}
 	if reg != nil {
 		reg.MustRegister(m.Received, m.Ignored, m.Undecodable, m.Delivered, m.Retried,
 			m.Rejected, m.Dropped, m.Gaps, m.BufferRecords, m.BufferBytes, m.BatchSize,

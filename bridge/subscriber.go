@@ -273,7 +273,9 @@ func (s *Subscriber) Run(ctx context.Context) error {
 				return ErrNodeLeft
 			}
 			if anchor.IsZero() && IsPermanentRedisError(err) {
-				stopGap()
+				if s.cfg.NodeID == "" {
+					stopGap() // a cluster node's window is the reconciler's to report
+				}
 				return err
 			}
 			d := backoff(100*time.Millisecond, s.cfg.ReconnectMax, attempt+1)
@@ -757,14 +759,14 @@ func (s *Subscriber) handle(m *redis.Message, now time.Time, st *readState) {
 		s.log.Warn("ignored message on an unexpected channel", "channel", printablePrefix(m.Channel, 128))
 		return
 	}
-	s.metrics.noteNotification(now)
 	if s.cfg.OwnKeyPrefix != "" && strings.HasPrefix(n.Key, s.cfg.OwnKeyPrefix) {
 		if n.Key == s.cfg.AliveKey && n.Event == "set" {
 			s.aliveSeen()
 		}
 		s.metrics.Ignored.Inc()
-		return
+		return // keyrelay's own keys are not the cache's traffic: not even for the silence gauge
 	}
+	s.metrics.noteNotification(now)
 	if !s.cfg.Filter.Match(n) {
 		s.metrics.Ignored.Inc()
 		return

@@ -75,6 +75,9 @@ type member struct {
 	// missing from one CLUSTER SHARDS reply, Redis 7.0.15): it leaves after
 	// two, or at once when its own subscriber found it demoted.
 	missing int
+	// firstSeen is when the node was first read as a primary; endedAt when
+	// its last subscriber was (re)started after ending on its own.
+	firstSeen, endedAt time.Time
 }
 
 // lostPrimary is a primary that owned slots when it left; its successor
@@ -268,17 +271,23 @@ func (t *Topology) apply(nodes []ClusterNode, prev time.Time) {
 			sub := t.pipe.Remove(n.ID)
 			t.log.Warn("cluster: primary changed address", "node_id", n.ID, "old", m.node.Addr, "new", n.Addr)
 			t.start(n, &InitialGap{Reason: GapReconnect, Since: finalOr(sub, m.since, prev)})
-			t.members[n.ID] = &member{node: n}
+			t.members[n.ID] = &member{node: n, firstSeen: time.Now()}
 		default:
 			m.node = n
 			if ended, err := t.pipe.Ended(n.ID); ended {
-				// Its subscriber left on its own (demoted, or another
-				// node answered) but the cluster still lists it as a
-				// primary: try again, closing the window when it works.
+				// Its subscriber left on its own (demoted, another node
+				// answered, or refused keyrelay) but the cluster still
+				// lists it as a primary: try again, closing the window
+				// when it works. A refusal is retried once per refresh
+				// interval, not at every fast read.
+				if !errors.Is(err, ErrNodeLeft) && time.Since(m.endedAt) < t.cfg.Refresh {
+					break
+				}
 				sub := t.pipe.Remove(n.ID)
-				m.since = finalOr(sub, m.since, prev)
+				m.since = finalOr(sub, m.since, m.firstSeen)
 				t.log.Info("cluster: subscribing again to a node still listed as a primary", "node", n.Addr, "err", err)
 				t.start(n, &InitialGap{Reason: GapReconnect, Since: m.since})
+				m.endedAt = time.Now()
 			}
 		}
 	}
@@ -328,7 +337,7 @@ func (t *Topology) apply(nodes []ClusterNode, prev time.Time) {
 				}
 			}
 		}
-		t.members[n.ID] = &member{node: n}
+		t.members[n.ID] = &member{node: n, firstSeen: time.Now()}
 		t.log.Info("cluster: subscribing to primary", "node", n.Addr, "node_id", n.ID, "slots", n.Slots)
 		t.start(n, gap)
 	}

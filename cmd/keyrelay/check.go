@@ -308,6 +308,10 @@ func checkCluster(ctx context.Context, cfg *Config, opt *redis.Options, rdb *red
 // daemon still runs, so it is a warning.
 func checkAliveKey(ctx context.Context, cfg *Config, rdb *redis.Client, probe string, report func(bool, string, string), warn func(string, string)) {
 	const what = "alive key (restart gaps)"
+	if cfg.MarkerInterval == 0 {
+		warn(what, "off (KEYRELAY_MARKER_INTERVAL=0): restarts are not reported as gaps and stopped notifications go unnoticed")
+		return
+	}
 	err := rdb.Set(ctx, probe, "1", 10*time.Second).Err()
 	if err == nil {
 		err = rdb.Get(ctx, probe).Err()

@@ -94,6 +94,8 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		// Written every marker interval with the anchor markers keep:
 		// KEYRELAY_MARKER_INTERVAL=0 disables both.
 		subCfg.AliveKey = cfg.Prefix() + "alive"
+	} else {
+		log.Warn("markers and the alive key are off (KEYRELAY_MARKER_INTERVAL=0): restarts are not reported as gaps, stopped notifications go unnoticed")
 	}
 
 	// The deadline of the stop runs from the moment it begins: the drain of
