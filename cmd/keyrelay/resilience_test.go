@@ -365,7 +365,7 @@ func failoverPair(t *testing.T) (a, b *bridgetest.Redis, fwd *bridgetest.Forward
 	fwd = bridgetest.StartForwarder(t, a.Addr)
 	d = startDaemon(t, resilienceEnv(fwd.Addr, "KEYRELAY_EVENTS", "expired,del"))
 	aID := redisInfo(t, a.Client(0), "server", "run_id")
-	if !strings.Contains(d.Stderr.String(), `"node_id":"`+aID+`"`) {
+	if !strings.Contains(d.Stderr.String(), `"run_id":"`+aID+`"`) {
 		t.Fatalf("keyrelay did not subscribe on A (run_id %s)", aID)
 	}
 	if err := a.Client(0).Set(context.Background(), "before", "v", 50*time.Millisecond).Err(); err != nil {
@@ -396,7 +396,7 @@ func expireOn(t *testing.T, c *redis.Client, prefix string, n int) []string {
 func checkAfterFailover(t *testing.T, a, b *bridgetest.Redis, d *daemon, control *delWatcher, prefix string) {
 	t.Helper()
 	bID := redisInfo(t, b.Client(0), "server", "run_id")
-	d.waitLog(`"node_id":"`+bID+`"`, 10*time.Second)
+	d.waitLog(`"run_id":"`+bID+`"`, 10*time.Second)
 	keys := expireOn(t, b.Client(0), prefix, 20)
 	recs := d.waitRecords(10*time.Second, func(recs []testRecord) bool {
 		got := keysOf(recs, "expired")
