@@ -119,7 +119,14 @@ func TestGlobMatch(t *testing.T) {
 		{"a*b*c*d", "aXbYcZd", true},
 		{"a*b*c*d", "aXbYcZ", false},
 		{"\xff*", "\xff\x00", true},
-		{"[", "[", true},
+		// Redis's edge cases (stringmatchlen), checked against KEYS by
+		// TestGlobMatchesRedisKeys: an unclosed class holds the rest of the
+		// pattern, "[a-]" is a range up to ']', a trailing '\' is literal.
+		{"[", "[", false},
+		{"[^", "x", true},
+		{"[ab", "b", true},
+		{"[a-]", "]", true},
+		{`a\`, `a\`, true},
 		{"**a", "xxa", true},
 	} {
 		if got := GlobMatch(tc.p, tc.s); got != tc.want {

@@ -49,116 +49,125 @@ func (f *Filter) Match(n Notification) bool {
 	return false
 }
 
-// GlobMatch reports whether s matches the Redis-style glob pattern: '*' any
-// run of bytes, '?' one byte, '[abc]', '[^abc]' and '[a-z]' classes, '\'
-// escapes the next byte. It works on bytes, like Redis, so binary keys match
-// as they do in KEYS or SCAN MATCH.
+// GlobMatch reports whether s matches the Redis glob pattern exactly as
+// Redis's KEYS and SCAN MATCH do: '*' any run of bytes, '?' one byte,
+// '[abc]', '[^abc]' and '[a-z]' classes, '\\' escapes the next byte. It is a
+// port of Redis's stringmatchlen (util.c), edge cases included: an unclosed
+// class takes the rest of the pattern as its members, "[a-]" is the range
+// from 'a' to ']', a trailing '\\' matches itself; "*" alone matches every
+// key, as KEYS and SCAN treat it. It works on bytes, so binary keys match as
+// they do in Redis.
 func GlobMatch(pattern, s string) bool {
-	// Iterative matcher with single-star backtracking: linear in practice and
-	// never exponential.
-	p, i := 0, 0
-	starP, starI := -1, 0
-	for i < len(s) {
-		if p < len(pattern) {
-			switch pattern[p] {
-			case '*':
-				starP, starI = p, i
-				p++
-				continue
-			case '?':
-				p++
-				i++
-				continue
-			case '[':
-				if ok, next := matchClass(pattern, p, s[i]); next > 0 {
-					if ok {
-						p = next
-						i++
-						continue
-					}
-					goto backtrack
-				}
-				// An unterminated class matches '[' literally.
-				if s[i] == '[' {
-					p++
-					i++
-					continue
-				}
-				goto backtrack
-			case '\\':
-				if p+1 < len(pattern) {
-					if pattern[p+1] == s[i] {
-						p += 2
-						i++
-						continue
-					}
-					goto backtrack
-				}
-				fallthrough
-			default:
-				if pattern[p] == s[i] {
-					p++
-					i++
-					continue
-				}
-			}
-		}
-	backtrack:
-		if starP < 0 {
-			return false
-		}
-		starI++
-		p, i = starP+1, starI
+	if pattern == "*" {
+		return true
 	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
+	skip := false
+	return globMatch(pattern, s, &skip, 0)
 }
 
-// matchClass matches c against the class starting at pattern[p] == '['. It
-// returns the index after the closing ']' (0 if the class is unterminated).
-func matchClass(pattern string, p int, c byte) (bool, int) {
-	p++
-	negate := false
-	if p < len(pattern) && pattern[p] == '^' {
-		negate = true
-		p++
+// globMatch is stringmatchlen_impl. Redis's patterns are NUL-terminated and
+// its code reads the byte past the end in places; at returns 0 there.
+func globMatch(pattern, s string, skipLonger *bool, nesting int) bool {
+	if nesting > 1000 { // Redis's protection against abusive patterns
+		return false
 	}
-	matched := false
-	for p < len(pattern) {
-		if pattern[p] == ']' {
-			if negate {
-				matched = !matched
-			}
-			return matched, p + 1
+	at := func(i int) byte {
+		if i < len(pattern) {
+			return pattern[i]
 		}
-		lo := pattern[p]
-		if lo == '\\' && p+1 < len(pattern) {
-			p++
-			lo = pattern[p]
-		}
-		if p+2 < len(pattern) && pattern[p+1] == '-' && pattern[p+2] != ']' {
-			hi := pattern[p+2]
-			if hi == '\\' && p+3 < len(pattern) {
+		return 0
+	}
+	p, i := 0, 0
+	for p < len(pattern) && i < len(s) {
+		switch pattern[p] {
+		case '*':
+			for at(p+1) == '*' {
 				p++
-				hi = pattern[p+2]
 			}
-			if lo > hi {
-				lo, hi = hi, lo
+			if len(pattern)-p == 1 {
+				return true
 			}
-			if c >= lo && c <= hi {
-				matched = true
+			for ; i < len(s); i++ {
+				if globMatch(pattern[p+1:], s[i:], skipLonger, nesting+1) {
+					return true
+				}
+				if *skipLonger {
+					return false
+				}
 			}
-			p += 3
-			continue
-		}
-		if c == lo {
-			matched = true
+			// No match for the rest of the pattern from anywhere in the
+			// rest of the string: earlier stars need not try longer runs.
+			*skipLonger = true
+			return false
+		case '?':
+			i++
+		case '[':
+			p++
+			negate := at(p) == '^'
+			if negate {
+				p++
+			}
+			match := false
+		class:
+			for {
+				rest := len(pattern) - p
+				switch {
+				case at(p) == '\\' && rest >= 2:
+					p++
+					if pattern[p] == s[i] {
+						match = true
+					}
+				case at(p) == ']':
+					break class
+				case rest == 0:
+					p-- // the class ran to the end of the pattern
+					break class
+				case rest >= 3 && pattern[p+1] == '-':
+					lo, hi := pattern[p], pattern[p+2]
+					if lo > hi {
+						lo, hi = hi, lo
+					}
+					p += 2
+					if s[i] >= lo && s[i] <= hi {
+						match = true
+					}
+				default:
+					if pattern[p] == s[i] {
+						match = true
+					}
+				}
+				p++
+			}
+			if negate {
+				match = !match
+			}
+			if !match {
+				return false
+			}
+			i++
+		case '\\':
+			if len(pattern)-p >= 2 {
+				p++
+			}
+			if pattern[p] != s[i] {
+				return false
+			}
+			i++
+		default:
+			if pattern[p] != s[i] {
+				return false
+			}
+			i++
 		}
 		p++
+		if i == len(s) {
+			for at(p) == '*' {
+				p++
+			}
+			break
+		}
 	}
-	return false, 0
+	return p >= len(pattern) && i == len(s)
 }
 
 // knownEvents are the event names Redis OSS and Valkey publish (their

@@ -184,7 +184,7 @@ func loadConfig() (*Config, error) {
 	}
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, envPrefix+"_") && !slices.Contains(configVariables(), name) {
+		if strings.HasPrefix(name, envPrefix+"_") && !slices.Contains(configVariables(), name) && !serviceLink(name) {
 			if _, bad := restore[name]; !bad {
 				problems = append(problems, fmt.Errorf("%s: unknown variable (see keyrelay help)", name))
 			}
@@ -198,6 +198,14 @@ func loadConfig() (*Config, error) {
 		return nil, &ConfigError{Problems: problems}
 	}
 	return &cfg, nil
+}
+
+// serviceLink reports the variables Kubernetes injects for a Service named
+// keyrelay (KEYRELAY_SERVICE_HOST, KEYRELAY_PORT_9180_TCP_ADDR, …): they are
+// not keyrelay's and must not stop it.
+func serviceLink(name string) bool {
+	return strings.HasPrefix(name, envPrefix+"_SERVICE_") || name == envPrefix+"_PORT" ||
+		strings.HasPrefix(name, envPrefix+"_PORT_")
 }
 
 func parseReason(pe *envconfig.ParseError) string {

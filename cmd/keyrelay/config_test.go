@@ -161,3 +161,24 @@ func TestIAMAuthConfig(t *testing.T) {
 		t.Errorf("credentials: user %q, token %q", user, tok)
 	}
 }
+
+// TestKubernetesServiceLinksIgnored: a Service named keyrelay makes
+// Kubernetes inject KEYRELAY_SERVICE_* and KEYRELAY_PORT* into the pod; they
+// are not unknown variables. A typo still is.
+func TestKubernetesServiceLinksIgnored(t *testing.T) {
+	clearKeyrelayEnv(t)
+	for k, v := range map[string]string{
+		"KEYRELAY_SERVICE_HOST": "10.0.0.1", "KEYRELAY_SERVICE_PORT": "9180", "KEYRELAY_SERVICE_PORT_HTTP": "9180",
+		"KEYRELAY_PORT": "tcp://10.0.0.1:9180", "KEYRELAY_PORT_9180_TCP": "tcp://10.0.0.1:9180",
+		"KEYRELAY_PORT_9180_TCP_ADDR": "10.0.0.1", "KEYRELAY_PORT_9180_TCP_PORT": "9180", "KEYRELAY_PORT_9180_TCP_PROTO": "tcp",
+	} {
+		t.Setenv(k, v)
+	}
+	if _, err := loadConfig(); err != nil {
+		t.Fatalf("loadConfig = %v", err)
+	}
+	t.Setenv("KEYRELAY_PORTS", "1")
+	if _, err := loadConfig(); err == nil || !strings.Contains(err.Error(), "KEYRELAY_PORTS: unknown variable") {
+		t.Fatalf("loadConfig = %v, want KEYRELAY_PORTS refused", err)
+	}
+}
