@@ -35,6 +35,12 @@ type Metrics struct {
 	AliveErrors          *prometheus.CounterVec // node, reason
 	NotificationsFlowing *prometheus.GaugeVec   // node
 	RestartUnknown       prometheus.Counter
+	// The durable spool (KEYRELAY_SPOOL_DIR).
+	SpoolBytes      prometheus.Gauge
+	SpoolFiles      prometheus.Gauge
+	SpoolLagRecords *prometheus.GaugeVec // sink
+	SpoolLagSeconds *prometheus.GaugeVec // sink
+	SpoolFsync      prometheus.Histogram
 	// Cluster mode.
 	Primaries       prometheus.Gauge
 	DiscoveryErrors prometheus.Counter
@@ -136,6 +142,27 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "keyrelay_restart_unknown_total",
 			Help: "Starts that could not tell when keyrelay last listened (no alive key: a first start, or gone longer than 7 days; or unreadable): no restart gap was written.",
 		}),
+		SpoolBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keyrelay_spool_bytes",
+			Help: "Durable spool: bytes of its segment files (bounded by KEYRELAY_SPOOL_MAX_BYTES); 0 without a spool.",
+		}),
+		SpoolFiles: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keyrelay_spool_files",
+			Help: "Durable spool: segment files.",
+		}),
+		SpoolLagRecords: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "keyrelay_spool_lag_records",
+			Help: "Durable spool: records the sink has not yet acknowledged.",
+		}, []string{"sink"}),
+		SpoolLagSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "keyrelay_spool_lag_seconds",
+			Help: "Durable spool: how much older the sink's oldest unacknowledged record is than the newest record.",
+		}, []string{"sink"}),
+		SpoolFsync: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "keyrelay_spool_fsync_seconds",
+			Help:    "Durable spool: duration of one fsync of a segment file.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
 		Primaries: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "keyrelay_cluster_primaries",
 			Help: "Cluster mode: primaries in the last topology read (slot-less ones included); each gets a subscription.",
@@ -156,6 +183,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			m.PublishTime, m.SinkUp, m.Connected, m.Reconnects,
 			m.MarkersSent, m.MarkersReturned, m.MarkerErrors, m.MarkersEnabled, m.Primaries, m.DiscoveryErrors,
 			m.AliveErrors, m.NotificationsFlowing, m.RestartUnknown,
+			m.SpoolBytes, m.SpoolFiles, m.SpoolLagRecords, m.SpoolLagSeconds, m.SpoolFsync,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "keyrelay_seconds_since_last_notification",
 				Help: "Seconds since the last notification was received (NaN before the first).",

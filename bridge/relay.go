@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/keyrelay/keyrelay/bridge/spool"
 )
 
 // RelayConfig is the buffering, batching and retry configuration.
@@ -23,6 +25,11 @@ type RelayConfig struct {
 	// StallTimeout: a Publish running longer than this makes Healthy fail
 	// (a standard output nobody reads). 0: 10 s.
 	StallTimeout time.Duration
+	// Spool, when set, is the durable spool (KEYRELAY_SPOOL_DIR): records
+	// go through it instead of the in-memory queues, and the Relay closes
+	// it at Shutdown. BufferRecords then sizes the hand-off between the
+	// reader and the log.
+	Spool *spool.Log
 }
 
 // shutdownGrace is how long Shutdown waits, after its deadline, for workers
@@ -51,6 +58,16 @@ type Relay struct {
 
 	fatalOnce sync.Once
 	fatal     chan error // receives the first ErrSinkClosed
+
+	// The durable spool (nil: the in-memory queues); see spoolrelay.go.
+	spool         *spool.Log
+	spoolCh       chan *Entry // the reader's hand-off to the appender
+	inMu          sync.RWMutex
+	inClosed      bool          // spoolCh is closed
+	appended      chan struct{} // closed when the appender has drained spoolCh
+	drained       chan struct{} // closed at shutdown once the appender is done
+	spoolStarted  bool
+	appendFailing bool // the last append failed (appender goroutine only)
 }
 
 type sinkRunner struct {
@@ -72,6 +89,12 @@ type sinkRunner struct {
 	droppedSince, droppedUntil time.Time
 	firstDropped, lastDropped  string
 	droppedWhy                 string
+
+	// The durable spool path.
+	cursor  *spool.Cursor
+	gaps    []*Entry        // gap records for this sink only, delivered before the next batch (mu)
+	spoolEp OverflowEpisode // records dropped for this sink and not yet reported (mu)
+	gapWake chan struct{}
 }
 
 // workerState is what one worker is publishing: Healthy reports a stalled
@@ -87,6 +110,12 @@ func NewRelay(cfg RelayConfig, sinks []Sink, log *slog.Logger, m *Metrics) *Rela
 		cfg.StallTimeout = 10 * time.Second
 	}
 	r := &Relay{cfg: cfg, log: log, metrics: m, ids: NewIDGenerator(), fatal: make(chan error, 1)}
+	if cfg.Spool != nil {
+		r.spool = cfg.Spool
+		r.spoolCh = make(chan *Entry, max(cfg.BufferRecords, 1))
+		r.appended = make(chan struct{})
+		r.drained = make(chan struct{})
+	}
 	for _, s := range sinks {
 		lim := s.Limits()
 		lim.MaxEntries = max(lim.MaxEntries, 1)
@@ -95,6 +124,7 @@ func NewRelay(cfg RelayConfig, sinks []Sink, log *slog.Logger, m *Metrics) *Rela
 			sink: s, name: s.Name(), lim: lim, relay: r, up: true,
 			queue:   NewQueue(cfg.BufferRecords, cfg.BufferBytes, cfg.Overflow),
 			workers: make([]workerState, lim.MaxInFlight),
+			gapWake: make(chan struct{}, 1),
 		})
 	}
 	return r
@@ -114,6 +144,14 @@ func (r *Relay) IDs() *IDGenerator { return r.ids }
 // Start launches every sink's workers. They run until Shutdown.
 func (r *Relay) Start() {
 	r.workCtx, r.stopWork = context.WithCancel(context.Background())
+	if r.spool != nil {
+		if err := r.startSpool(); err != nil {
+			r.log.Error("spool: cannot start", "err", err)
+			r.fatalOnce.Do(func() { r.fatal <- err })
+			return
+		}
+		r.spoolStarted = true
+	}
 	for _, s := range r.sinks {
 		// Export every series from the start, so that the first increase
 		// is visible to rate() and increase() alerts.
@@ -130,6 +168,10 @@ func (r *Relay) Start() {
 			r.wg.Add(1)
 			go func() {
 				defer r.wg.Done()
+				if r.spool != nil {
+					s.spoolWork(r.workCtx, &s.workers[i])
+					return
+				}
 				s.work(r.workCtx, &s.workers[i])
 			}()
 		}
@@ -141,6 +183,10 @@ func (r *Relay) Start() {
 // reported by a gap record. Safe for concurrent use.
 func (r *Relay) Emit(rec Record) {
 	e := newEntry(&rec)
+	if r.spool != nil {
+		r.emitSpool(e)
+		return
+	}
 	for _, s := range r.sinks {
 		res := s.queue.Push(e)
 		if res.Dropped > 0 {
@@ -172,6 +218,10 @@ func (r *Relay) EmitGap(source, reason string, since, until time.Time) {
 	r.metrics.Gaps.WithLabelValues(reason).Inc()
 	r.log.Warn("gap: events may be missing", "reason", reason, "source", source,
 		"since", since, "until", until, "gap_id", rec.ID)
+	if r.spool != nil {
+		r.emitGapSpool(e)
+		return
+	}
 	for _, s := range r.sinks {
 		s.queue.PushForce(e)
 	}
@@ -222,6 +272,9 @@ func (r *Relay) Healthy() error {
 // UpdateGauges refreshes the buffer gauges; the HTTP handler calls it before
 // serving /metrics.
 func (r *Relay) UpdateGauges() {
+	if r.spool != nil {
+		r.updateSpoolGauges()
+	}
 	for _, s := range r.sinks {
 		n, b := s.queue.Len()
 		r.metrics.BufferRecords.WithLabelValues(s.name).Set(float64(n))
@@ -237,6 +290,9 @@ func (r *Relay) UpdateGauges() {
 // the sinks do (a Publish stuck on a pipe nobody reads is left behind), and
 // at most about one second after ctx is cancelled (a second signal).
 func (r *Relay) Shutdown(ctx context.Context) error {
+	if r.spool != nil {
+		return r.shutdownSpool(ctx)
+	}
 	for _, s := range r.sinks {
 		if ep := s.queue.EndOverflow(); ep != nil {
 			r.overflowGap(s, ep)
@@ -343,8 +399,9 @@ func (s *sinkRunner) work(ctx context.Context, w *workerState) {
 }
 
 // deliver publishes batch until every entry is accepted or rejected, or ctx
-// is cancelled (then the rest is abandoned and counted).
-func (s *sinkRunner) deliver(ctx context.Context, w *workerState, batch []*Entry) {
+// is cancelled (then the rest is abandoned and counted). It returns whether
+// every entry was accepted or rejected.
+func (s *sinkRunner) deliver(ctx context.Context, w *workerState, batch []*Entry) bool {
 	r := s.relay
 	pending := batch[:0:0]
 	for _, e := range batch {
@@ -359,7 +416,7 @@ func (s *sinkRunner) deliver(ctx context.Context, w *workerState, batch []*Entry
 			r.metrics.Retried.WithLabelValues(s.name).Add(float64(len(pending)))
 			if !sleepCtx(ctx, backoff(r.cfg.RetryInitial, r.cfg.RetryMax, attempt)) {
 				s.abandon(pending, "shutdown deadline")
-				return
+				return false
 			}
 		}
 		start := time.Now()
@@ -371,7 +428,7 @@ func (s *sinkRunner) deliver(ctx context.Context, w *workerState, batch []*Entry
 		if err == nil {
 			r.metrics.Delivered.WithLabelValues(s.name).Add(float64(len(pending)))
 			s.setUp(true, nil)
-			return
+			return true
 		}
 		var retry []*Entry
 		var pe *PartialError
@@ -400,7 +457,7 @@ func (s *sinkRunner) deliver(ctx context.Context, w *workerState, batch []*Entry
 		case errors.Is(err, ErrSinkClosed):
 			s.close(err)
 			s.drop(pending)
-			return
+			return false
 		case IsPermanent(err):
 			for _, e := range pending {
 				s.reject(e, "refused", err)
@@ -408,13 +465,14 @@ func (s *sinkRunner) deliver(ctx context.Context, w *workerState, batch []*Entry
 		default:
 			if ctx.Err() != nil {
 				s.abandon(pending, "shutdown deadline")
-				return
+				return false
 			}
 			s.setUp(false, err)
 			retry = pending
 		}
 		pending = retry
 	}
+	return true
 }
 
 func (s *sinkRunner) setUp(up bool, err error) {
@@ -464,13 +522,16 @@ func (s *sinkRunner) close(err error) {
 
 // drop accounts for records that a closed sink can never take.
 func (s *sinkRunner) drop(entries []*Entry) {
+	if s.relay.spool != nil {
+		return // not acknowledged: they stay in the spool
+	}
 	s.relay.metrics.Dropped.WithLabelValues(s.name, DropClosed).Add(float64(len(entries)))
 	s.note(entries, "the sink's target is closed")
 }
 
 // abandon accounts for records left undelivered at the shutdown deadline.
 func (s *sinkRunner) abandon(entries []*Entry, why string) {
-	if len(entries) == 0 {
+	if len(entries) == 0 || s.relay.spool != nil {
 		return
 	}
 	s.relay.metrics.Dropped.WithLabelValues(s.name, GapShutdown).Add(float64(len(entries)))

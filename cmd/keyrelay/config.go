@@ -20,6 +20,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/bridge"
 	"github.com/keyrelay/keyrelay/bridge/iamauth"
+	"github.com/keyrelay/keyrelay/bridge/spool"
 	"github.com/keyrelay/keyrelay/sinks/awsbatch"
 )
 
@@ -35,6 +36,7 @@ type Config struct {
 	FilterConfig
 	SinkConfig
 	BufferConfig
+	SpoolConfig
 	OpsConfig
 }
 
@@ -95,6 +97,15 @@ type BufferConfig struct {
 	RetryInitial  time.Duration   `envconfig:"RETRY_INITIAL" default:"100ms" desc:"first retry back-off (doubles, with jitter)"`
 	RetryMax      time.Duration   `envconfig:"RETRY_MAX" default:"10s" desc:"longest retry back-off"`
 	StallTimeout  time.Duration   `envconfig:"SINK_STALL_TIMEOUT" default:"10s" desc:"a publish blocked longer than this (a standard output nobody reads) makes /readyz fail"`
+}
+
+// SpoolConfig is the durable spool: records on disk between the reader and
+// the sinks, so that a crash or a restart loses none.
+type SpoolConfig struct {
+	SpoolDir          string           `envconfig:"SPOOL_DIR" desc:"directory of the durable spool: every record is written there before any sink sees it, and survives a crash or restart of keyrelay until each sink has accepted it (created if missing; one keyrelay per directory). Empty: records wait in memory and a crash loses them"`
+	SpoolMaxBytes     int64            `envconfig:"SPOOL_MAX_BYTES" default:"1073741824" desc:"with a spool: the most its segment files may take on disk (1 GiB; at least two segments). When it is reached KEYRELAY_OVERFLOW applies, and a gap record reports the exact count"`
+	SpoolSegmentBytes int64            `envconfig:"SPOOL_SEGMENT_BYTES" default:"67108864" desc:"with a spool: size of one segment file (64 MiB); space is freed a whole file at a time, once every sink has passed it"`
+	SpoolSync         spool.SyncPolicy `envconfig:"SPOOL_SYNC" default:"interval" desc:"with a spool: interval fsyncs every second (a power loss or OS crash can cost the last second; a process crash costs nothing); every fsyncs each batch before it is handed on"`
 }
 
 // OpsConfig is logging, HTTP and shutdown.
@@ -262,6 +273,7 @@ func (c *Config) Validate() error {
 	c.FilterConfig.validate(&p)
 	c.SinkConfig.validate(&p)
 	c.BufferConfig.validate(&p)
+	c.SpoolConfig.validate(&p)
 	c.OpsConfig.validate(&p)
 	return errors.Join(p.errs...)
 }
@@ -407,6 +419,14 @@ func (c *BufferConfig) validate(p *problems) {
 		p.interval("RETRY_MAX", c.RetryMax, 10*time.Millisecond, 10*time.Minute, false)
 	}
 	p.interval("SINK_STALL_TIMEOUT", c.StallTimeout, time.Second, time.Hour, false)
+}
+
+func (c *SpoolConfig) validate(p *problems) {
+	if c.SpoolSegmentBytes < 4096 {
+		p.bad("SPOOL_SEGMENT_BYTES", fmt.Sprint(c.SpoolSegmentBytes), "must be at least 4096")
+	} else if c.SpoolMaxBytes < 2*c.SpoolSegmentBytes {
+		p.bad("SPOOL_MAX_BYTES", fmt.Sprint(c.SpoolMaxBytes), fmt.Sprintf("must be at least two segments (2 × KEYRELAY_SPOOL_SEGMENT_BYTES = %d)", 2*c.SpoolSegmentBytes))
+	}
 }
 
 func (c *OpsConfig) validate(p *problems) {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/bridge"
 	"github.com/keyrelay/keyrelay/bridge/iamauth"
+	"github.com/keyrelay/keyrelay/bridge/spool"
 )
 
 func newLogger(cfg *Config, stderr io.Writer) *slog.Logger {
@@ -58,6 +60,12 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 	if err != nil {
 		return err
 	}
+	var spoolLog *spool.Log
+	if cfg.SpoolDir != "" {
+		if spoolLog, err = openSpool(cfg, log, metrics); err != nil {
+			return err
+		}
+	}
 	relay := bridge.NewRelay(bridge.RelayConfig{
 		BufferRecords: cfg.BufferRecords,
 		BufferBytes:   cfg.BufferBytes,
@@ -67,6 +75,7 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		RetryMax:      cfg.RetryMax,
 		Source:        opt.Addr,
 		StallTimeout:  cfg.StallTimeout,
+		Spool:         spoolLog,
 	}, sinks, log, metrics)
 	relay.Start()
 
@@ -209,6 +218,44 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// openSpool creates the spool directory if missing, warns when the disk has
+// less free space than KEYRELAY_SPOOL_MAX_BYTES, and opens the log
+// (recovering what a crash left). A directory that cannot be used is a
+// configuration error.
+func openSpool(cfg *Config, log *slog.Logger, metrics *bridge.Metrics) (*spool.Log, error) {
+	bad := func(err error) error {
+		return &ConfigError{Problems: []error{varError(envPrefix+"_SPOOL_DIR", cfg.SpoolDir, err.Error())}}
+	}
+	if err := os.MkdirAll(cfg.SpoolDir, 0o750); err != nil {
+		return nil, bad(err)
+	}
+	if free, err := spool.FreeBytes(cfg.SpoolDir); err != nil {
+		log.Warn("spool: cannot read the free space of the spool's file system", "dir", cfg.SpoolDir, "err", err)
+	} else if free < cfg.SpoolMaxBytes {
+		log.Warn("spool: the file system has less free space than KEYRELAY_SPOOL_MAX_BYTES: the disk may fill before the spool's bound",
+			"dir", cfg.SpoolDir, "free_bytes", free, "max_bytes", cfg.SpoolMaxBytes)
+	}
+	l, err := spool.Open(cfg.SpoolDir, spool.Options{
+		SegmentBytes: cfg.SpoolSegmentBytes,
+		MaxBytes:     cfg.SpoolMaxBytes,
+		Sync:         cfg.SpoolSync,
+		Logger:       log,
+		OnSync: func(d time.Duration, _ error) {
+			metrics.SpoolFsync.Observe(d.Seconds())
+		},
+	})
+	if err != nil {
+		return nil, bad(err)
+	}
+	rec := l.Recovery()
+	st := l.Stat()
+	log.Info("spool opened", "dir", cfg.SpoolDir, "files", st.Files, "bytes", st.Bytes,
+		"max_bytes", cfg.SpoolMaxBytes, "sync", cfg.SpoolSync.String(), "records", int64(st.Last+1)-int64(st.First),
+		"torn_bytes", rec.TornBytes, "damaged", len(rec.Damaged), "lost_ranges", len(rec.Lost),
+		"cursors_reset", len(rec.CursorsReset))
+	return l, nil
 }
 
 // redisErrorHint is the fix for a subscription error that retrying cannot

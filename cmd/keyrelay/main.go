@@ -69,6 +69,12 @@ func run(ctx, abort context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 		return runHealthcheck(ctx, cfg, stdout)
+	case "spool":
+		cfg, err := loadConfig()
+		if err != nil {
+			return err
+		}
+		return runSpool(cfg, stdout)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "keyrelay %s\n", version)
 		return nil
@@ -88,6 +94,7 @@ Usage:
   keyrelay [run]        run the daemon until SIGTERM or SIGINT (a second signal aborts the flush)
   keyrelay check        check Redis, notifications and every sink with this configuration; exit 0 when all pass
   keyrelay healthcheck  probe the local /healthz (for container health checks); exit 0 or 1
+  keyrelay spool        print the durable spool's state (KEYRELAY_SPOOL_DIR): files, bytes, each sink's cursor and lag
   keyrelay version      print the version
   keyrelay help         this text (--markdown: the configuration table of docs/configuration.md)
 

@@ -1,0 +1,545 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/keyrelay/keyrelay/bridge/spool"
+)
+
+// GapSpool is the reason of a gap record for records the durable spool could
+// no longer deliver (a damaged or missing segment file, records an OS crash
+// erased): Dropped is the exact count.
+const GapSpool = "spool"
+
+// The durable spool path of the Relay (RelayConfig.Spool set). Emit hands
+// each entry to a bounded channel; one appender goroutine writes what the
+// channel holds to the log in batches; each sink's workers read the log
+// through the sink's own cursor, deliver with the same logic as the
+// in-memory path, and acknowledge what the sink accepted or rejected.
+// Records not acknowledged when the process stops (or dies) are read again
+// at the next start, with their ids.
+
+// Batches the appender writes at most in one Append: 1024 records, 1 MiB,
+// and an eighth of the spool's bound (a batch must fit beside a full
+// segment, or it would never fit).
+const (
+	spoolAppendMax      = 1024
+	spoolAppendMaxBytes = 1 << 20
+)
+
+// spoolSizeEstimate is about the encoded size of e: its body, the fields
+// repeated beside it, framing.
+func spoolSizeEstimate(e *Entry) int { return 2*len(e.Body) + 64 }
+
+// spoolIdle is how long a worker waits for more records once the appender
+// has drained at shutdown before it concludes its cursor is caught up.
+const spoolIdle = 100 * time.Millisecond
+
+// emitSpool hands e to the appender without blocking; a full hand-off drops
+// it for every sink (counted, reported by an overflow gap).
+func (r *Relay) emitSpool(e *Entry) {
+	r.inMu.RLock()
+	if !r.inClosed {
+		select {
+		case r.spoolCh <- e:
+			r.inMu.RUnlock()
+			return
+		default:
+		}
+	}
+	r.inMu.RUnlock()
+	for _, s := range r.sinks {
+		r.metrics.Dropped.WithLabelValues(s.name, GapOverflow).Inc()
+		s.noteSpoolDrop(1, e.Record.Time, e.Record.Time)
+	}
+}
+
+// emitGapSpool puts a gap record into the log for every sink. It waits for
+// room in the hand-off (the appender never waits long): gap records report
+// losses and are not dropped.
+func (r *Relay) emitGapSpool(e *Entry) {
+	r.inMu.RLock()
+	defer r.inMu.RUnlock()
+	if r.inClosed {
+		for _, s := range r.sinks {
+			s.pushGap(e)
+		}
+		return
+	}
+	r.spoolCh <- e
+}
+
+// noteSpoolDrop adds n records dropped for this sink (received between since
+// and until) to its open overflow episode.
+func (s *sinkRunner) noteSpoolDrop(n int64, since, until time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ep := &s.spoolEp
+	if !since.IsZero() && (ep.Dropped == 0 || ep.Since.IsZero() || since.Before(ep.Since)) {
+		ep.Since = since
+	}
+	if until.After(ep.Until) {
+		ep.Until = until
+	}
+	ep.Dropped += n
+}
+
+// pushGap queues a gap record for this sink only, outside the log: the
+// sink's workers deliver it before their next batch.
+func (s *sinkRunner) pushGap(e *Entry) {
+	s.mu.Lock()
+	s.gaps = append(s.gaps, e)
+	s.mu.Unlock()
+	select {
+	case s.gapWake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *sinkRunner) takeGaps() []*Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.gaps
+	s.gaps = nil
+	return g
+}
+
+// flushSpoolEpisodes ends every sink's open overflow episode with a gap
+// record carrying its exact count.
+func (r *Relay) flushSpoolEpisodes() {
+	for _, s := range r.sinks {
+		s.mu.Lock()
+		ep := s.spoolEp
+		s.spoolEp = OverflowEpisode{}
+		s.mu.Unlock()
+		if ep.Dropped == 0 {
+			continue
+		}
+		now := time.Now()
+		rec := Record{Type: TypeGap, ID: r.ids.New(now), Time: now, Source: r.cfg.Source,
+			Since: ep.Since, Until: ep.Until, Reason: GapOverflow, Dropped: ep.Dropped}
+		r.metrics.Gaps.WithLabelValues(GapOverflow).Inc()
+		r.log.Warn("gap: spool overflow dropped records", "sink", s.name, "dropped", ep.Dropped,
+			"since", ep.Since, "until", ep.Until, "gap_id", rec.ID, "policy", r.cfg.Overflow)
+		s.pushGap(&Entry{Record: rec, Body: rec.AppendJSON(nil)})
+	}
+}
+
+// startSpool opens one cursor per sink, removes the cursors of sinks no
+// longer configured, and starts the appender.
+func (r *Relay) startSpool() error {
+	names := map[string]bool{}
+	for _, s := range r.sinks {
+		c, err := r.spool.Cursor(s.name)
+		if err != nil {
+			return fmt.Errorf("spool cursor %s: %w", s.name, err)
+		}
+		s.cursor = c
+		names[s.name] = true
+	}
+	for _, cs := range r.spool.Stat().Cursors {
+		if !names[cs.Name] {
+			if err := r.spool.RemoveCursor(cs.Name); err != nil {
+				r.log.Warn("spool: cannot remove the cursor of a sink no longer configured", "cursor", cs.Name, "err", err)
+			} else {
+				r.log.Info("spool: removed the cursor of a sink no longer configured", "cursor", cs.Name, "lag", cs.Lag)
+			}
+		}
+	}
+	go r.appendLoop()
+	return nil
+}
+
+// appendLoop drains the hand-off into the log until it is closed.
+func (r *Relay) appendLoop() {
+	defer close(r.appended)
+	batch := make([]*Entry, 0, spoolAppendMax)
+	var buf []byte
+	var ends []int
+	var payloads [][]byte
+	maxBytes := int(min(int64(spoolAppendMaxBytes), r.spool.Stat().MaxBytes/8))
+	// An overflow episode is reported at the latest a second after it
+	// began, even if no record follows to end it.
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		var e *Entry
+		select {
+		case <-tick.C:
+			r.flushSpoolEpisodes()
+			continue
+		case next, ok := <-r.spoolCh:
+			if !ok {
+				r.flushSpoolEpisodes()
+				return
+			}
+			e = next
+		}
+		batch = append(batch[:0], e)
+		size := spoolSizeEstimate(e)
+	more:
+		for len(batch) < spoolAppendMax && size < maxBytes {
+			select {
+			case e, ok := <-r.spoolCh:
+				if !ok {
+					break more
+				}
+				batch = append(batch, e)
+				size += spoolSizeEstimate(e)
+			default:
+				break more
+			}
+		}
+		buf, ends = buf[:0], ends[:0]
+		for _, e := range batch {
+			buf = encodeSpoolEntry(buf, e)
+			ends = append(ends, len(buf))
+		}
+		payloads = payloads[:0]
+		start := 0
+		for _, end := range ends {
+			payloads = append(payloads, buf[start:end:end])
+			start = end
+		}
+		r.appendBatch(batch, payloads)
+		clear(batch)
+	}
+}
+
+// appendBatch writes one batch; on ErrFull it applies the overflow policy.
+func (r *Relay) appendBatch(batch []*Entry, payloads [][]byte) {
+	at := batch[len(batch)-1].Record.Time
+	if at.IsZero() {
+		at = time.Now()
+	}
+	_, err := r.spool.AppendAt(at, payloads)
+	if errors.Is(err, spool.ErrFull) && r.cfg.Overflow == DropOldest {
+		r.dropOldest()
+		_, err = r.spool.AppendAt(at, payloads)
+	}
+	if err == nil {
+		if r.appendFailing {
+			r.appendFailing = false
+			r.log.Info("spool: appending again")
+		}
+		if len(r.spoolCh) <= cap(r.spoolCh)/2 {
+			r.flushSpoolEpisodes()
+		}
+		return
+	}
+	if !errors.Is(err, spool.ErrFull) && !r.appendFailing {
+		r.appendFailing = true
+		r.log.Error("spool: append failed: dropping records (counted, reported by an overflow gap)", "err", err)
+	}
+	// The batch is dropped for every sink; its gap records are not lost:
+	// each sink gets them outside the log.
+	var n int64
+	var since, until time.Time
+	for _, e := range batch {
+		if e.Record.Type == TypeGap {
+			for _, s := range r.sinks {
+				s.pushGap(e)
+			}
+			continue
+		}
+		t := e.Record.Time
+		if n == 0 || t.Before(since) {
+			since = t
+		}
+		if t.After(until) {
+			until = t
+		}
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	for _, s := range r.sinks {
+		r.metrics.Dropped.WithLabelValues(s.name, GapOverflow).Add(float64(n))
+		s.noteSpoolDrop(n, since, until)
+	}
+}
+
+// dropOldest makes every cursor behind the oldest segment skip it (each
+// sink's skipped records become its overflow gap), so that the segment can
+// be deleted.
+func (r *Relay) dropOldest() {
+	end, ok := r.spool.OldestSegmentEnd()
+	if !ok {
+		return
+	}
+	for _, s := range r.sinks {
+		if s.cursor == nil {
+			continue
+		}
+		d, err := s.cursor.Drop(end)
+		if err != nil {
+			r.log.Warn("spool: drop of the oldest records failed", "sink", s.name, "err", err)
+			continue
+		}
+		if d.Count > 0 {
+			r.metrics.Dropped.WithLabelValues(s.name, GapOverflow).Add(float64(d.Count))
+			s.noteSpoolDrop(d.Count, d.Since, d.Until)
+		}
+	}
+	if err := r.spool.Checkpoint(); err != nil {
+		r.log.Warn("spool: checkpoint failed", "err", err)
+	}
+}
+
+// spoolWork reads the sink's cursor and delivers until ctx is cancelled, the
+// log is closed, or (once the appender has drained at shutdown) nothing is
+// left.
+func (s *sinkRunner) spoolWork(ctx context.Context, w *workerState) {
+	r := s.relay
+	for {
+		if gaps := s.takeGaps(); len(gaps) > 0 {
+			if !s.deliverSplit(ctx, w, gaps) {
+				return // gap records left undelivered at the deadline (logged at shutdown)
+			}
+			continue
+		}
+		s.mu.Lock()
+		closed := s.closed != nil
+		s.mu.Unlock()
+		if closed {
+			return // the records stay in the spool
+		}
+		drained := false
+		select {
+		case <-r.drained:
+			drained = true
+		default:
+		}
+		recs, err := s.next(ctx, drained)
+		if err != nil {
+			switch {
+			case ctx.Err() != nil, errors.Is(err, spool.ErrClosed):
+				return
+			case errors.Is(err, context.DeadlineExceeded) && drained:
+				if s.hasGaps() {
+					continue
+				}
+				return
+			case errors.Is(err, errGapWake):
+				continue
+			}
+			r.log.Error("spool: read failed", "sink", s.name, "err", err)
+			if !sleepCtx(ctx, r.cfg.RetryInitial) {
+				return
+			}
+			continue
+		}
+		entries := make([]*Entry, 0, len(recs))
+		for _, rec := range recs {
+			entries = append(entries, s.spoolEntry(rec))
+		}
+		if !s.deliverSplit(ctx, w, entries) {
+			return // not acknowledged: read again at the next start
+		}
+		s.ack(recs)
+	}
+}
+
+// errGapWake interrupts a worker waiting for records: a gap record was
+// queued for its sink, or the appender finished at shutdown.
+var errGapWake = errors.New("gap record queued")
+
+func (s *sinkRunner) hasGaps() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.gaps) > 0
+}
+
+// next returns the next records of the sink's cursor, lingering up to the
+// configured linger for a fuller batch. A gap record queued for the sink
+// interrupts the wait (errGapWake).
+func (s *sinkRunner) next(ctx context.Context, drained bool) ([]spool.Record, error) {
+	r := s.relay
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stopWake := make(chan struct{})
+	defer close(stopWake)
+	var drainedCh <-chan struct{}
+	if !drained {
+		drainedCh = r.drained // wake up to notice the end of the appender
+	}
+	go func() {
+		select {
+		case <-s.gapWake:
+			cancel(errGapWake)
+		case <-drainedCh:
+			cancel(errGapWake)
+		case <-stopWake:
+		}
+	}()
+	nctx := wctx
+	if drained {
+		var c context.CancelFunc
+		nctx, c = context.WithTimeout(wctx, spoolIdle)
+		defer c()
+	}
+	recs, err := s.cursor.Next(nctx, s.lim.MaxEntries, s.lim.MaxBatchBytes)
+	if err != nil {
+		if cause := context.Cause(wctx); errors.Is(cause, errGapWake) && ctx.Err() == nil {
+			return nil, errGapWake
+		}
+		return nil, err
+	}
+	if r.cfg.Linger <= 0 || len(recs) >= s.lim.MaxEntries || drained {
+		return recs, nil
+	}
+	lctx, c := context.WithTimeout(ctx, r.cfg.Linger)
+	defer c()
+	for len(recs) < s.lim.MaxEntries {
+		more, err := s.cursor.Next(lctx, s.lim.MaxEntries-len(recs), s.lim.MaxBatchBytes)
+		if err != nil {
+			break
+		}
+		recs = append(recs, more...)
+	}
+	return recs, nil
+}
+
+// spoolEntry turns one record read from the spool into the entry to
+// deliver: the stored one, or a gap record for records the spool lost.
+func (s *sinkRunner) spoolEntry(rec spool.Record) *Entry {
+	r := s.relay
+	var since, until time.Time
+	var n int64
+	if rec.Lost != nil {
+		since, until, n = rec.Lost.Since, rec.Lost.Until, rec.Lost.Count
+	} else {
+		e, err := decodeSpoolEntry(rec.Data)
+		if err == nil {
+			return e
+		}
+		since, until, n = rec.Time, rec.Time, 1
+	}
+	now := time.Now()
+	g := Record{Type: TypeGap, ID: r.ids.New(now), Time: now, Source: r.cfg.Source,
+		Since: since, Until: until, Reason: GapSpool, Dropped: n}
+	r.metrics.Gaps.WithLabelValues(GapSpool).Inc()
+	r.log.Warn("gap: records lost in the spool", "sink", s.name, "dropped", n,
+		"since", since, "until", until, "gap_id", g.ID)
+	return &Entry{Record: g, Body: g.AppendJSON(nil)}
+}
+
+// deliverSplit delivers entries in batches within the sink's limits; false
+// when it was cut short (shutdown deadline, closed target).
+func (s *sinkRunner) deliverSplit(ctx context.Context, w *workerState, entries []*Entry) bool {
+	for len(entries) > 0 {
+		n, total := 0, 0
+		for n < len(entries) && n < s.lim.MaxEntries {
+			sz := s.sink.EntrySize(entries[n])
+			if n > 0 && s.lim.MaxBatchBytes > 0 && total+sz > s.lim.MaxBatchBytes {
+				break
+			}
+			total += sz
+			n++
+		}
+		w.pending.Store(int64(n))
+		ok := s.deliver(ctx, w, entries[:n])
+		w.pending.Store(0)
+		if !ok {
+			return false
+		}
+		entries = entries[n:]
+	}
+	return true
+}
+
+// ack acknowledges the records' sequence ranges, merging consecutive ones.
+func (s *sinkRunner) ack(recs []spool.Record) {
+	flush := func(first, last uint64) {
+		if err := s.cursor.Ack(first, last); err != nil && !errors.Is(err, spool.ErrClosed) {
+			s.relay.log.Error("spool: ack failed", "sink", s.name, "err", err)
+		}
+	}
+	first, last := recs[0].Seq, recs[0].Last()
+	for _, rec := range recs[1:] {
+		if rec.Seq == last+1 {
+			last = rec.Last()
+			continue
+		}
+		flush(first, last)
+		first, last = rec.Seq, rec.Last()
+	}
+	flush(first, last)
+}
+
+// shutdownSpool: stop accepting, drain the hand-off into the log, let the
+// workers deliver until ctx is done, close the sinks and the log. What is
+// not delivered stays in the spool for the next start and is not lost.
+func (r *Relay) shutdownSpool(ctx context.Context) error {
+	r.inMu.Lock()
+	if !r.inClosed {
+		r.inClosed = true
+		close(r.spoolCh)
+	}
+	r.inMu.Unlock()
+	if r.spoolStarted {
+		<-r.appended
+	}
+	close(r.drained)
+	done := make(chan struct{})
+	go func() { r.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		r.stopWork()
+		select {
+		case <-done:
+		case <-time.After(shutdownGrace):
+			// A Publish ignores its context: its records are not
+			// acknowledged, they stay in the spool.
+		}
+	}
+	r.stopWork()
+	final, cancelFinal := context.WithTimeout(context.Background(), finalBudget)
+	defer cancelFinal()
+	if errors.Is(ctx.Err(), context.Canceled) {
+		cancelFinal()
+	}
+	r.UpdateGauges()
+	lag := map[string]int64{}
+	for _, cs := range r.spool.Stat().Cursors {
+		lag[cs.Name] = cs.Lag
+	}
+	var errs []error
+	for _, s := range r.sinks {
+		if n := lag[s.name]; n > 0 {
+			r.log.Warn("records left in the spool for the next start", "sink", s.name, "count", n,
+				"spool", r.spool.Dir())
+		}
+		if g := s.takeGaps(); len(g) > 0 {
+			r.log.Error("gap records not delivered", "sink", s.name, "count", len(g))
+		}
+		if err := s.sink.Close(final); err != nil {
+			errs = append(errs, fmt.Errorf("sink %s: close: %w", s.name, err))
+		}
+	}
+	if err := r.spool.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("spool: close: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// updateSpoolGauges refreshes the spool metrics.
+func (r *Relay) updateSpoolGauges() {
+	st := r.spool.Stat()
+	r.metrics.SpoolBytes.Set(float64(st.Bytes))
+	r.metrics.SpoolFiles.Set(float64(st.Files))
+	lag := map[string]spool.CursorStat{}
+	for _, cs := range st.Cursors {
+		lag[cs.Name] = cs
+	}
+	for _, s := range r.sinks {
+		cs := lag[s.name]
+		r.metrics.SpoolLagRecords.WithLabelValues(s.name).Set(float64(cs.Lag))
+		r.metrics.SpoolLagSeconds.WithLabelValues(s.name).Set(cs.LagTime.Seconds())
+	}
+}
