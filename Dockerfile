@@ -17,10 +17,20 @@ COPY sinks/ sinks/
 ARG VERSION=dev
 # The same build as `make build`: static, trimmed, version stamped.
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/keyrelay ./cmd/keyrelay
+# The spool directory, owned by the non-root user (the image has no shell to
+# create it later; a new volume takes this ownership).
+RUN mkdir -p /out/spool
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/keyrelay /keyrelay
+COPY --from=build --chown=65532:65532 /out/spool /var/lib/keyrelay
 USER 65532:65532
+# The durable spool: records wait for the sinks here and survive a crash or
+# a container restart as long as the volume does (on Fargate, task storage
+# goes with the task: see docs/delivery.md). KEYRELAY_SPOOL_DIR= (empty)
+# keeps records in memory.
+ENV KEYRELAY_SPOOL_DIR=/var/lib/keyrelay
+VOLUME /var/lib/keyrelay
 # /healthz, /readyz and /metrics (KEYRELAY_HTTP_ADDR, default :9180).
 EXPOSE 9180
 # keyrelay is PID 1 (exec form): SIGTERM stops reading and flushes within

@@ -211,8 +211,17 @@ func TestDockerfile(t *testing.T) {
 	for _, in := range runtime {
 		got[in.Cmd] = append(got[in.Cmd], in)
 	}
-	if c := got["COPY"]; len(c) != 1 || !strings.HasPrefix(c[0].Args, "--from=build ") || !strings.HasSuffix(c[0].Args, " /keyrelay") {
-		t.Errorf("runtime stage should COPY --from=build only the binary to /keyrelay: %v", c)
+	// The binary, and the spool directory owned by the non-root user (no
+	// shell to create it at run time).
+	if c := got["COPY"]; len(c) != 2 || !strings.HasPrefix(c[0].Args, "--from=build ") || !strings.HasSuffix(c[0].Args, " /keyrelay") ||
+		!strings.HasPrefix(c[1].Args, "--from=build --chown=65532:65532 ") || !strings.HasSuffix(c[1].Args, " /var/lib/keyrelay") {
+		t.Errorf("runtime stage should COPY --from=build the binary to /keyrelay and the spool directory to /var/lib/keyrelay (owned by 65532): %v", c)
+	}
+	if e := got["ENV"]; len(e) != 1 || e[0].Args != "KEYRELAY_SPOOL_DIR=/var/lib/keyrelay" {
+		t.Errorf("want ENV KEYRELAY_SPOOL_DIR=/var/lib/keyrelay, have %v", e)
+	}
+	if v := got["VOLUME"]; len(v) != 1 || v[0].Args != "/var/lib/keyrelay" {
+		t.Errorf("want VOLUME /var/lib/keyrelay (the spool), have %v", v)
 	}
 	if u := got["USER"]; len(u) != 1 {
 		t.Error("runtime stage sets no USER")
