@@ -82,6 +82,10 @@ func TestBadConfiguration(t *testing.T) {
 		{map[string]string{"KEYRELAY_REDIS_URL": "http://user:s3cret@host"}, []string{"KEYRELAY_REDIS_URL"}},
 		{map[string]string{"KEYRELAY_REDIS_CA_FILE": "/nonexistent.pem", "KEYRELAY_REDIS_URL": "rediss://h:6379"}, []string{"KEYRELAY_REDIS_CA_FILE"}},
 		{map[string]string{"KEYRELAY_REDSI_URL": "redis://h:1"}, []string{"KEYRELAY_REDSI_URL: unknown variable"}},
+		{map[string]string{"KEYRELAY_SPOOL_SYNC": "never"}, []string{`KEYRELAY_SPOOL_SYNC="never"`}},
+		{map[string]string{"KEYRELAY_SPOOL_MAX_BYTES": "100000", "KEYRELAY_SPOOL_SEGMENT_BYTES": "65536"}, []string{"KEYRELAY_SPOOL_MAX_BYTES", "at least two segments"}},
+		// A spool directory that cannot be used (a file): exit 2 naming it.
+		{map[string]string{"KEYRELAY_SPOOL_DIR": "/dev/null/spool", "KEYRELAY_HTTP_ADDR": ""}, []string{"KEYRELAY_SPOOL_DIR", "/dev/null/spool"}},
 		// Every problem at once.
 		{map[string]string{"KEYRELAY_CHANNELS": "x", "KEYRELAY_BATCH_LINGER": "x", "KEYRELAY_DBS": "-1"},
 			[]string{"KEYRELAY_CHANNELS", "KEYRELAY_BATCH_LINGER", "KEYRELAY_DBS"}},
