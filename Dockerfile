@@ -25,11 +25,12 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/keyrelay /keyrelay
 COPY --from=build --chown=65532:65532 /out/spool /var/lib/keyrelay
 USER 65532:65532
-# The durable spool: records wait for the sinks here and survive a crash or
-# a container restart as long as the volume does (on Fargate, task storage
-# goes with the task: see docs/delivery.md). KEYRELAY_SPOOL_DIR= (empty)
-# keeps records in memory.
-ENV KEYRELAY_SPOOL_DIR=/var/lib/keyrelay
+# The place for the durable spool, owned by the non-root user: set
+# KEYRELAY_SPOOL_DIR=/var/lib/keyrelay to use it (records then survive a
+# crash or a container restart as long as the volume does; on Fargate task
+# storage goes with the task: see docs/delivery.md). Not set by default
+# until the deploy kit mounts storage there: an unwritable spool directory
+# stops keyrelay at start.
 VOLUME /var/lib/keyrelay
 # /healthz, /readyz and /metrics (KEYRELAY_HTTP_ADDR, default :9180).
 EXPOSE 9180
