@@ -149,21 +149,7 @@ func filesWith(t testing.TB, dir, suffix string) []string {
 // crash abandons l as a killed process would: no checkpoint, no fsync, no
 // Close; the kernel's page cache (the files) keeps what was written.
 func crash(l *Log) {
-	l.mu.Lock()
-	l.closed = true
-	close(l.done)
-	l.bumpLocked()
-	var open []*Cursor
-	for _, st := range l.cursors {
-		if st.open != nil {
-			open = append(open, st.open)
-		}
-	}
-	l.mu.Unlock()
-	l.wg.Wait()
-	for _, c := range open {
-		c.shut()
-	}
+	l.halt()
 	l.wmu.Lock()
 	if l.active != nil {
 		l.active.Close()

@@ -363,14 +363,14 @@ func (l *Log) firstLocked() uint64 {
 	return l.next
 }
 
-// Close closes every cursor (pending Next calls return ErrClosed), writes
-// their positions, fsyncs and closes the last segment and unlocks the
-// directory. Records not yet acknowledged stay for the next Open.
-func (l *Log) Close() error {
+// halt marks the log closed, stops its background work and shuts every
+// open cursor (pending Next calls return ErrClosed). It reports false when
+// the log was already closed.
+func (l *Log) halt() bool {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return nil
+		return false
 	}
 	l.closed = true
 	close(l.done)
@@ -385,6 +385,16 @@ func (l *Log) Close() error {
 	l.wg.Wait()
 	for _, c := range open {
 		c.shut()
+	}
+	return true
+}
+
+// Close closes every cursor (pending Next calls return ErrClosed), writes
+// their positions, fsyncs and closes the last segment and unlocks the
+// directory. Records not yet acknowledged stay for the next Open.
+func (l *Log) Close() error {
+	if !l.halt() {
+		return nil
 	}
 	l.wmu.Lock() // an Append that got in before closed was set finishes first
 	l.wmu.Unlock()
