@@ -261,7 +261,7 @@ func (h *harness) clusterFull(ctx context.Context) ([]*clusterRow, error) {
 		if other := setsOnNode[i] - published[i]; other != 0 {
 			row.notes = append(row.notes, fmt.Sprintf("cmdstat_set %d: %d SETs besides the writer's (keyrelay's own keys, not records)", setsOnNode[i], other))
 		}
-		info, logged := n.outputBufferDisconnects(ctx)
+		info, logged := outputBufferDisconnects(ctx, n.rc, n.r)
 		row.disconnects = info + logged + int64(sumLabel(m, "keyrelay_subscription_reconnects_total", `node="`+n.r.Addr+`"`))
 		if info+logged > 0 {
 			row.notes = append(row.notes, fmt.Sprintf("server: %d output-buffer disconnections (INFO), %d in the log", info, logged))
@@ -328,18 +328,18 @@ func (n *clusterNode) waitSubscribed(ctx context.Context) error {
 	}
 }
 
-// outputBufferDisconnects returns the node's INFO stats
+// outputBufferDisconnects returns a server's INFO stats
 // client_output_buffer_limit_disconnections and the clients its log says
 // were closed for the limit.
-func (n *clusterNode) outputBufferDisconnects(ctx context.Context) (info, logged int64) {
-	if stats, err := n.rc.Info(ctx, "stats").Result(); err == nil {
+func outputBufferDisconnects(ctx context.Context, rc *redis.Client, r *servers.Redis) (info, logged int64) {
+	if stats, err := rc.Info(ctx, "stats").Result(); err == nil {
 		for _, line := range strings.Split(stats, "\n") {
 			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "client_output_buffer_limit_disconnections:"); ok {
 				info, _ = strconv.ParseInt(v, 10, 64)
 			}
 		}
 	}
-	return info, int64(strings.Count(n.r.Log(), "output buffer limits"))
+	return info, int64(strings.Count(r.Log(), "output buffer limits"))
 }
 
 // setCalls returns cmdstat_set calls since CONFIG RESETSTAT.

@@ -226,31 +226,12 @@ func parseClients(list string) []map[string]string {
 
 // published returns the SETs Redis executed since the stats were reset: one
 // notification each with E$.
-func (s *setup) published(ctx context.Context) (int64, error) {
-	info, err := s.rc.Info(ctx, "commandstats").Result()
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_set:calls="); ok {
-			v, _, _ = strings.Cut(v, ",")
-			return strconv.ParseInt(v, 10, 64)
-		}
-	}
-	return 0, nil
-}
+func (s *setup) published(ctx context.Context) (int64, error) { return setCalls(ctx, s.rc) }
 
 // serverDisconnects returns INFO stats client_output_buffer_limit_disconnections
 // and the number of clients the log says were closed for the limit.
 func (s *setup) serverDisconnects(ctx context.Context) (info, logged int64) {
-	if stats, err := s.rc.Info(ctx, "stats").Result(); err == nil {
-		for _, line := range strings.Split(stats, "\n") {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "client_output_buffer_limit_disconnections:"); ok {
-				info, _ = strconv.ParseInt(v, 10, 64)
-			}
-		}
-	}
-	return info, int64(strings.Count(s.redis.Log(), "output buffer limits"))
+	return outputBufferDisconnects(ctx, s.rc, s.redis)
 }
 
 // writeFull runs redis-benchmark at full speed and returns its rate.
