@@ -414,7 +414,7 @@ func (s *sinkRunner) deliver(ctx context.Context, w *workerState, batch []*Entry
 	for attempt := 0; len(pending) > 0; attempt++ {
 		if attempt > 0 {
 			r.metrics.Retried.WithLabelValues(s.name).Add(float64(len(pending)))
-			if !sleepCtx(ctx, backoff(r.cfg.RetryInitial, r.cfg.RetryMax, attempt)) {
+			if !sleepCtx(ctx, Backoff(r.cfg.RetryInitial, r.cfg.RetryMax, attempt)) {
 				s.abandon(pending, "shutdown deadline")
 				return false
 			}
@@ -576,9 +576,11 @@ func (s *sinkRunner) summary() {
 		"first_id", first, "last_id", last, "since", since, "until", until)
 }
 
-// backoff returns the delay before retry attempt n (n >= 1): exponential from
-// initial, capped at max, with jitter in [d/2, d).
-func backoff(initial, maxDelay time.Duration, n int) time.Duration {
+// Backoff returns the delay before retry attempt n (n >= 1): exponential
+// from initial, capped at maxDelay, with jitter in [d/2, d]. The relay's
+// retries use it, and so do sinks that retry on their own (reading an AWS
+// target's attributes).
+func Backoff(initial, maxDelay time.Duration, n int) time.Duration {
 	d := initial
 	for i := 1; i < n && d < maxDelay; i++ {
 		d *= 2

@@ -195,10 +195,10 @@ func TestRelayShutdownDeadlineAccountsForEverything(t *testing.T) {
 
 func TestBackoff(t *testing.T) {
 	for n := 1; n < 20; n++ {
-		d := backoff(100*time.Millisecond, 10*time.Second, n)
+		d := Backoff(100*time.Millisecond, 10*time.Second, n)
 		hi := min(100*time.Millisecond<<(n-1), 10*time.Second)
 		if d < hi/2 || d > hi {
-			t.Fatalf("backoff(%d) = %v, want in [%v, %v]", n, d, hi/2, hi)
+			t.Fatalf("Backoff(%d) = %v, want in [%v, %v]", n, d, hi/2, hi)
 		}
 	}
 }

@@ -278,7 +278,7 @@ func (s *Subscriber) Run(ctx context.Context) error {
 				}
 				return err
 			}
-			d := backoff(100*time.Millisecond, s.cfg.ReconnectMax, attempt+1)
+			d := Backoff(100*time.Millisecond, s.cfg.ReconnectMax, attempt+1)
 			level := slog.LevelWarn
 			if kind := errorKind(err); kind == lastKind {
 				level = slog.LevelDebug // the same failure again: not a new state
@@ -822,10 +822,7 @@ func (s *Subscriber) watchFailover(ctx context.Context, sess *session) {
 // probe opens a fresh connection through the endpoint and returns the
 // identity and role of the node it reaches.
 func (s *Subscriber) probe(ctx context.Context) (id, role string, err error) {
-	opt := *s.cfg.Options
-	opt.Protocol = 2
-	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	opt.DisableIdentity = true
+	opt := s.options()
 	opt.PoolSize, opt.MaxIdleConns, opt.MaxRetries = 1, 0, -1
 	opt.OnConnect = nil
 	c := redis.NewClient(&opt)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -114,7 +113,6 @@ func (s *Sink) readLoop(ctx context.Context) {
 		}
 	}
 	defer endFirst()
-	delay := s.opt.ReadRetryInitial
 	for attempt := 1; ; attempt++ {
 		if _, known, _ := s.current(); known {
 			return // Check read them
@@ -131,7 +129,7 @@ func (s *Sink) readLoop(ctx context.Context) {
 		s.readErr = err
 		s.mu.Unlock()
 		endFirst()
-		wait := delay/2 + rand.N(delay/2+1)
+		wait := bridge.Backoff(s.opt.ReadRetryInitial, s.opt.ReadRetryMax, attempt)
 		s.opt.Log.Warn("sink attributes not read: records over the smallest size limit wait until they are",
 			"sink", s.target.Service, "attempt", attempt, "retry_in", wait.Round(time.Millisecond).String(),
 			"max_message_bytes", MinMessageSize, "err", err)
@@ -140,7 +138,6 @@ func (s *Sink) readLoop(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		}
-		delay = min(2*delay, s.opt.ReadRetryMax)
 	}
 }
 
