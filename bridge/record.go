@@ -43,6 +43,11 @@ type Record struct {
 	Until   time.Time
 	Reason  string
 	Dropped int64 // records known to be lost in the window (overflow); 0 when unknown
+
+	// HA: where the record sits in its node's stream (ha.go); placed when
+	// its id is deterministic. Not encoded.
+	placed bool
+	pos    haPos
 }
 
 // KeyIsUTF8 reports whether the key is encoded as "key" (true) or as

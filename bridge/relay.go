@@ -65,6 +65,7 @@ type Relay struct {
 	inMu          sync.RWMutex
 	inClosed      bool          // spoolCh is closed
 	appended      chan struct{} // closed when the appender has drained spoolCh
+	ha            *haState      // nil unless HA (EnableHA)
 	drained       chan struct{} // closed at shutdown once the appender is done
 	spoolStarted  bool
 	appendFailing bool // the last append failed (appender goroutine only)
@@ -182,7 +183,19 @@ func (r *Relay) Start() {
 // blocks: a full buffer drops by policy, and the drop is counted and later
 // reported by a gap record. Safe for concurrent use.
 func (r *Relay) Emit(rec Record) {
-	e := newEntry(&rec)
+	if r.ha != nil && r.ha.hold(&rec) {
+		return
+	}
+	r.emitNow(&rec)
+}
+
+// emitNow is Emit past the HA hold.
+func (r *Relay) emitNow(rec *Record) {
+	if rec.Type == TypeGap {
+		r.emitGapRecord(rec)
+		return
+	}
+	e := newEntry(rec)
 	if r.spool != nil {
 		r.emitSpool(e)
 		return
@@ -214,10 +227,30 @@ func (r *Relay) EmitGap(source, reason string, since, until time.Time) {
 	now := time.Now()
 	rec := Record{Type: TypeGap, ID: r.ids.New(now), Time: now, Source: source,
 		Since: since, Until: until, Reason: reason}
-	e := &Entry{Record: rec, Body: rec.AppendJSON(nil)}
+	if r.ha != nil && r.ha.hold(&rec) {
+		r.log.Debug("standby: gap held until the leader reports past it", "reason", reason,
+			"source", source, "since", since, "until", until)
+		return
+	}
+	r.emitGapRecord(&rec)
+}
+
+// emitOverflowGap reports n key events dropped before any sink saw them.
+func (r *Relay) emitOverflowGap(source string, n int64, since, until time.Time, why string) {
+	now := time.Now()
+	rec := Record{Type: TypeGap, ID: r.ids.New(now), Time: now, Source: source,
+		Since: since, Until: until, Reason: GapOverflow, Dropped: n}
+	r.log.Warn("records dropped: "+why, "dropped", n)
+	r.emitGapRecord(&rec)
+}
+
+// emitGapRecord counts, logs and emits a gap record into every sink.
+func (r *Relay) emitGapRecord(rec *Record) {
+	e := &Entry{Record: *rec, Body: rec.AppendJSON(nil)}
+	reason, source, since, until := rec.Reason, rec.Source, rec.Since, rec.Until
 	r.metrics.Gaps.WithLabelValues(reason).Inc()
 	r.log.Warn("gap: events may be missing", "reason", reason, "source", source,
-		"since", since, "until", until, "gap_id", rec.ID)
+		"since", since, "until", until, "gap_id", rec.ID, "dropped", rec.Dropped)
 	if r.spool != nil {
 		r.emitGapSpool(e)
 		return

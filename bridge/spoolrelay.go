@@ -215,12 +215,15 @@ func (r *Relay) appendBatch(batch []*Entry, payloads [][]byte) {
 	if at.IsZero() {
 		at = time.Now()
 	}
-	_, err := r.spool.AppendAt(at, payloads)
+	first, err := r.spool.AppendAt(at, payloads)
 	if errors.Is(err, spool.ErrFull) && r.cfg.Overflow == DropOldest {
 		r.dropOldest()
-		_, err = r.spool.AppendAt(at, payloads)
+		first, err = r.spool.AppendAt(at, payloads)
 	}
 	if err == nil {
+		if r.ha != nil {
+			r.ha.mark(first, batch)
+		}
 		if r.appendFailing {
 			r.appendFailing = false
 			r.log.Info("spool: appending again")
@@ -296,6 +299,9 @@ func (r *Relay) dropOldest() {
 func (s *sinkRunner) spoolWork(ctx context.Context, w *workerState) {
 	r := s.relay
 	for {
+		if r.ha != nil && !r.ha.waitLeader(ctx.Done(), r.drained) {
+			return // a standby delivers nothing, not even at its stop
+		}
 		if gaps := s.takeGaps(); len(gaps) > 0 {
 			if !s.deliverSplit(ctx, w, gaps) {
 				return // gap records left undelivered at the deadline (logged at shutdown)
@@ -499,6 +505,9 @@ func (r *Relay) shutdownSpool(ctx context.Context) error {
 		}
 	}
 	r.stopWork()
+	if r.ha != nil && r.ha.onFinal != nil {
+		r.ha.onFinal() // the leader's last delivered position, for its handover
+	}
 	final, cancelFinal := context.WithTimeout(context.Background(), finalBudget)
 	defer cancelFinal()
 	if errors.Is(ctx.Err(), context.Canceled) {

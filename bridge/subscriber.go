@@ -102,6 +102,9 @@ type Subscriber struct {
 	final      atomic.Int64 // Run's last anchor (unix nanoseconds), once it returned
 	liveEnd    atomic.Bool  // Run ended while subscribed (Leave, or a demotion noticed on a live session)
 
+	// ha is the node's HA state when the relay has HA on (ha.go).
+	ha *haSource
+
 	// dial establishes a session: connect, or a scripted one in tests.
 	dial func(ctx context.Context) (*session, error)
 
@@ -167,6 +170,9 @@ func NewSubscriber(cfg SubscriberConfig, relay *Relay, log *slog.Logger, m *Metr
 	}
 	s := &Subscriber{cfg: cfg, relay: relay, log: log.With("node", cfg.Source), metrics: m}
 	s.dial = s.connect
+	if relay != nil && relay.ha != nil {
+		s.ha = relay.ha.source(cfg.Source)
+	}
 	s.beat.Store(time.Now().UnixNano())
 	// Export every series from the start, so that the first reconnection
 	// is an increase a rate() or increase() alert can see.
@@ -640,6 +646,9 @@ func (s *Subscriber) read(ctx context.Context, sess *session) (anchor time.Time,
 		switch m := msg.(type) {
 		case *redis.Message:
 			if m.Pattern == "" && m.Channel == s.cfg.MarkerChannel {
+				if s.ha != nil {
+					st.haMarker(s.ha, s.cfg.NodeID, m.Payload)
+				}
 				if sent, ok := s.parseMarker(m.Payload); ok {
 					s.metrics.MarkersReturned.WithLabelValues(s.cfg.Source).Inc()
 					markerBack = sent
@@ -650,6 +659,7 @@ func (s *Subscriber) read(ctx context.Context, sess *session) (anchor time.Time,
 				}
 				return false
 			}
+			st.off++ // every message after the marker counts, whatever the filter says
 			s.handle(m, now, st)
 		case *redis.Pong:
 			if ns, ok := strings.CutPrefix(m.Payload, pingPrefix); ok {
@@ -728,6 +738,22 @@ type readState struct {
 	lastEvent string
 	last      prometheus.Counter
 	events    map[string]prometheus.Counter
+
+	// HA (ha.go): the last marker this session saw, its index on the node,
+	// and the messages since; anchored once there is one.
+	anchored bool
+	ref      markerRef
+	idx      uint64
+	off      uint64
+}
+
+// haMarker places the session's next messages after the marker payload.
+func (st *readState) haMarker(src *haSource, node, payload string) {
+	ref, ok := newMarkerRef(node, payload)
+	if !ok {
+		return
+	}
+	st.anchored, st.ref, st.idx, st.off = true, ref, src.marker(ref), 0
 }
 
 func (s *Subscriber) newReadState() *readState {
@@ -772,8 +798,13 @@ func (s *Subscriber) handle(m *redis.Message, now time.Time, st *readState) {
 		return
 	}
 	st.received(s.metrics, n.Event).Inc()
-	s.relay.Emit(Record{Type: TypeKeyEvent, ID: s.relay.ids.New(now), Time: now,
-		Source: s.cfg.Source, DB: n.DB, Event: n.Event, Key: n.Key})
+	rec := Record{Type: TypeKeyEvent, Time: now, Source: s.cfg.Source, DB: n.DB, Event: n.Event, Key: n.Key}
+	if s.ha != nil && st.anchored {
+		rec.ID, rec.placed, rec.pos = haID(st.ref, st.off), true, haPos{st.idx, st.off}
+	} else {
+		rec.ID = s.relay.ids.New(now)
+	}
+	s.relay.Emit(rec)
 }
 
 // watchFailover checks, through a fresh connection each time, that the

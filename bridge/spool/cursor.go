@@ -138,6 +138,14 @@ func (l *Log) Cursor(name string) (*Cursor, error) {
 // Name returns the cursor's name.
 func (c *Cursor) Name() string { return c.name }
 
+// Acked returns the sequence number up to which every record is
+// acknowledged (the contiguous prefix; not yet persisted, perhaps).
+func (c *Cursor) Acked() uint64 {
+	c.l.mu.Lock()
+	defer c.l.mu.Unlock()
+	return c.st.acked
+}
+
 // Next hands out up to max records (at least 1) after those already handed
 // out, in sequence order, whose payloads total at most maxBytes (0: no
 // limit; the first record is returned whatever its size). It blocks until

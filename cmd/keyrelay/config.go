@@ -37,7 +37,14 @@ type Config struct {
 	SinkConfig
 	BufferConfig
 	SpoolConfig
+	HAConfig
 	OpsConfig
+}
+
+// HAConfig is the pair (or more) of instances with exact handover.
+type HAConfig struct {
+	HA      bool          `envconfig:"HA" default:"false" desc:"true: instances sharing KEYRELAY_NAME elect one leader through a lease in Redis; the leader publishes, the others subscribe, hold what they receive and take over from the leader's last delivered record (record ids are then the same in every instance). Needs KEYRELAY_SPOOL_DIR and markers"`
+	HALease time.Duration `envconfig:"HA_LEASE" default:"5s" desc:"with KEYRELAY_HA: the leader's lease; a killed or cut-off leader is replaced within about this long, and a leader that cannot renew it stands by after three quarters of it"`
 }
 
 // RedisConfig is the Redis endpoint and the subscription's health checks.
@@ -274,6 +281,7 @@ func (c *Config) Validate() error {
 	c.SinkConfig.validate(&p)
 	c.BufferConfig.validate(&p)
 	c.SpoolConfig.validate(&p)
+	c.validateHA(&p)
 	c.OpsConfig.validate(&p)
 	return errors.Join(p.errs...)
 }
@@ -426,6 +434,21 @@ func (c *SpoolConfig) validate(p *problems) {
 		p.bad("SPOOL_SEGMENT_BYTES", fmt.Sprint(c.SpoolSegmentBytes), "must be at least 4096")
 	} else if c.SpoolMaxBytes < 2*c.SpoolSegmentBytes {
 		p.bad("SPOOL_MAX_BYTES", fmt.Sprint(c.SpoolMaxBytes), fmt.Sprintf("must be at least two segments (2 × KEYRELAY_SPOOL_SEGMENT_BYTES = %d)", 2*c.SpoolSegmentBytes))
+	}
+}
+
+func (c *Config) validateHA(p *problems) {
+	p.interval("HA_LEASE", c.HALease, time.Second, time.Minute, false)
+	if !c.HA {
+		return
+	}
+	if c.SpoolDir == "" {
+		p.bad("HA", "true", "needs KEYRELAY_SPOOL_DIR: the leader's delivered position is its spool's")
+	}
+	if c.MarkerInterval == 0 {
+		p.bad("HA", "true", "needs markers (KEYRELAY_MARKER_INTERVAL above 0): record ids are placed after them")
+	} else if c.HALease > 0 && c.MarkerInterval > c.HALease/2 {
+		p.bad("MARKER_INTERVAL", c.MarkerInterval.String(), fmt.Sprintf("with KEYRELAY_HA it must be at most half of KEYRELAY_HA_LEASE (%s)", c.HALease))
 	}
 }
 

@@ -77,6 +77,16 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		StallTimeout:  cfg.StallTimeout,
 		Spool:         spoolLog,
 	}, sinks, log, metrics)
+	instance := bridge.NewInstanceID()
+	haMetrics := bridge.NewHAMetrics(reg)
+	var elector *bridge.Elector
+	if cfg.HA {
+		// Before Start: the sinks wait until this instance leads.
+		if elector, err = relay.EnableHA(bridge.HAConfig{Prefix: cfg.Prefix(), Instance: instance,
+			Lease: cfg.HALease, Report: cfg.MarkerInterval, Limit: cfg.BufferRecords}, haMetrics, log); err != nil {
+			return err
+		}
+	}
 	relay.Start()
 
 	var maxAge time.Duration
@@ -96,7 +106,7 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		MaxConnectionAge: maxAge,
 		MarkerChannel:    cfg.MarkerChannel(),
 		MarkerInterval:   cfg.MarkerInterval,
-		Instance:         bridge.NewInstanceID(),
+		Instance:         instance,
 		OwnKeyPrefix:     cfg.Prefix(),
 	}
 	if cfg.MarkerInterval > 0 {
@@ -164,6 +174,18 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		pipe.Add(opt.Addr, bridge.NewSubscriber(subCfg, relay, log, metrics))
 	}
 	modeKnown.Store(true)
+	haCtx, stopHA := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHA()
+	haDone := make(chan struct{})
+	if elector != nil {
+		client := haClient(opt, mode)
+		defer client.Close()
+		go func() { defer close(haDone); elector.Run(haCtx, client) }()
+		log.Info("ha: on: publishing only while this instance holds the lease", "instance", instance,
+			"lease", cfg.HALease.String(), "key", bridge.LeaseKey(cfg.Prefix()))
+	} else {
+		close(haDone)
+	}
 
 	log.Info("keyrelay starting", "version", version, "endpoint", opt.Addr, "mode", mode,
 		"tls", opt.TLSConfig != nil, "channels", cfg.Channels, "sinks", cfg.Sinks,
@@ -181,6 +203,9 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		topoCh = nil // it returned: a refused first discovery
 	}
 	stopReading()
+	if elector != nil {
+		elector.Stopping() // a leader keeps its lease until it hands over
+	}
 	// Let every subscription drain (a second signal cuts that short), then
 	// report what the topology still had open.
 	if topoCh != nil {
@@ -206,6 +231,13 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 	sctx, cancel := context.WithDeadline(abort, stopped.Add(cfg.ShutdownTimeout))
 	defer cancel()
 	shutErr := relay.Shutdown(sctx)
+	if elector != nil {
+		hctx, hcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		elector.Handover(hctx)
+		hcancel()
+	}
+	stopHA()
+	<-haDone
 	if abort.Err() != nil {
 		shutErr = errors.Join(errors.New("aborted by a second signal"), shutErr)
 	}
@@ -218,6 +250,29 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// haClient reaches the election's keys: the endpoint itself, or the
+// cluster (the keys share a hash tag) in cluster mode.
+func haClient(opt *redis.Options, mode bridge.RedisMode) redis.UniversalClient {
+	if mode != bridge.ModeCluster {
+		o := *opt
+		o.PoolSize, o.MaxIdleConns = 2, 1
+		o.ContextTimeoutEnabled = true // a renewal must not outlive the lease
+		return redis.NewClient(&o)
+	}
+	return redis.NewClusterClient(&redis.ClusterOptions{
+		ContextTimeoutEnabled:      true,
+		Addrs:                      []string{opt.Addr},
+		Username:                   opt.Username,
+		Password:                   opt.Password,
+		CredentialsProvider:        opt.CredentialsProvider,
+		CredentialsProviderContext: opt.CredentialsProviderContext,
+		TLSConfig:                  opt.TLSConfig,
+		Dialer:                     opt.Dialer,
+		PoolSize:                   2,
+		DisableIdentity:            true,
+	})
 }
 
 // openSpool creates the spool directory if missing, warns when the disk has
