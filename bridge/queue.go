@@ -43,8 +43,8 @@ type Queue struct {
 	policy     Overflow
 
 	mu      sync.Mutex
-	buf     []*Entry // ring buffer of capacity maxRecords (grown lazily)
-	head, n int
+	buf     arena // the buffered entries, compactly
+	n       int
 	bytes   int64
 	closed  bool
 	episode OverflowEpisode // Dropped > 0 while an episode is open
@@ -64,7 +64,6 @@ func NewQueue(maxRecords int, maxBytes int64, policy Overflow) *Queue {
 		maxRecords: maxRecords,
 		maxBytes:   maxBytes,
 		policy:     policy,
-		buf:        make([]*Entry, min(maxRecords, 1024)),
 		notify:     make(chan struct{}, 1),
 		closedCh:   make(chan struct{}),
 	}
@@ -93,7 +92,7 @@ func (q *Queue) Push(e *Entry) PushResult {
 		// never evicted: they report losses, and are not losses to count.
 		var gaps []*Entry
 		for q.n > 0 && q.full(size) {
-			old := q.popLocked()
+			old, _ := q.popLocked()
 			if old.Record.Type == TypeGap {
 				gaps = append(gaps, old)
 				continue
@@ -194,10 +193,7 @@ func (q *Queue) noteDrop(t time.Time) {
 // for every entry in between cost a goroutine switch per record
 // (BenchmarkEmit).
 func (q *Queue) pushLocked(e *Entry) (wake bool) {
-	if q.n == len(q.buf) {
-		q.grow()
-	}
-	q.buf[(q.head+q.n)%len(q.buf)] = e
+	q.buf.push(e)
 	q.n++
 	q.bytes += int64(len(e.Body))
 	return q.n == 1 || q.n >= q.batch || q.batchFull()
@@ -207,39 +203,28 @@ func (q *Queue) pushLocked(e *Entry) (wake bool) {
 // Take's byte limit (packed batches end on bytes, not entries).
 func (q *Queue) batchFull() bool { return q.batchBytes > 0 && q.bytes >= q.batchBytes }
 
-func (q *Queue) grow() {
-	size := max(2*len(q.buf), 16)
-	if q.n < q.maxRecords {
-		size = min(size, q.maxRecords)
-	}
-	if size <= len(q.buf) { // forced pushes beyond maxRecords
-		size = len(q.buf) + 16
-	}
-	buf := make([]*Entry, size)
-	for i := 0; i < q.n; i++ {
-		buf[i] = q.buf[(q.head+i)%len(q.buf)]
-	}
-	q.buf, q.head = buf, 0
-}
-
 // pushFrontLocked puts e back at the head, ignoring the bounds.
 func (q *Queue) pushFrontLocked(e *Entry) {
-	if q.n == len(q.buf) {
-		q.grow()
-	}
-	q.head = (q.head - 1 + len(q.buf)) % len(q.buf)
-	q.buf[q.head] = e
+	q.buf.pushFront(e)
 	q.n++
 	q.bytes += int64(len(e.Body))
 }
 
-func (q *Queue) popLocked() *Entry {
-	e := q.buf[q.head]
-	q.buf[q.head] = nil
-	q.head = (q.head + 1) % len(q.buf)
+// peekLocked returns the entry at the head (rebuilt from the arena) and
+// the arena bytes it takes, for popAfterPeek.
+func (q *Queue) peekLocked() (*Entry, int) { return q.buf.peek() }
+
+// popAfterPeek removes the head entry e that peekLocked returned.
+func (q *Queue) popAfterPeek(e *Entry, size int) {
+	q.buf.pop(size)
 	q.n--
 	q.bytes -= int64(len(e.Body))
-	return e
+}
+
+func (q *Queue) popLocked() (*Entry, int) {
+	e, size := q.peekLocked()
+	q.popAfterPeek(e, size)
+	return e, size
 }
 
 func (q *Queue) signal() {
@@ -308,12 +293,13 @@ take:
 	batch := make([]*Entry, 0, min(q.n, lim.MaxEntries))
 	total := 0
 	for q.n > 0 && len(batch) < lim.MaxEntries {
-		e := q.buf[q.head]
+		e, n := q.peekLocked()
 		s := size(e)
 		if len(batch) > 0 && lim.MaxBatchBytes > 0 && total+s > lim.MaxBatchBytes {
 			break
 		}
-		batch = append(batch, q.popLocked())
+		q.popAfterPeek(e, n)
+		batch = append(batch, e)
 		total += s
 	}
 	left := q.n

@@ -65,27 +65,6 @@ type Message struct {
 	GroupID, DeduplicationID string
 }
 
-// Entries builds an SDK's batch request entries from msgs: entry makes the
-// one of each message from its Id (EntryID of its index), body, FIFO group
-// and deduplication ids (nil unless set) and message attributes, each
-// attribute value made by value.
-func Entries[E, V any](msgs []Message, value func(dataType, stringValue *string) V,
-	entry func(id, body, groupID, deduplicationID *string, attrs map[string]V) E) []E {
-	entries := make([]E, len(msgs))
-	for i, m := range msgs {
-		var group, dedup *string
-		if m.GroupID != "" {
-			group, dedup = aws.String(m.GroupID), aws.String(m.DeduplicationID)
-		}
-		attrs := make(map[string]V, len(m.Attrs))
-		for _, a := range m.Attrs {
-			attrs[a.Name] = value(aws.String(a.DataType), aws.String(a.Value))
-		}
-		entries[i] = entry(aws.String(EntryID(i)), aws.String(string(m.Body)), group, dedup, attrs)
-	}
-	return entries
-}
-
 // Results converts a batch response's Successful and Failed lists: id reads
 // the Id of a successful entry, failure the fields of a failed one.
 func Results[S, F any](successful []S, failed []F, id func(*S) *string,

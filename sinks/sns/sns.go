@@ -48,7 +48,7 @@ func New(client API, topicARN string, opt awsbatch.Options) (*Sink, error) {
 	if client == nil || topicARN == "" {
 		return nil, errors.New("sns: a client and a topic ARN are required")
 	}
-	s, err := awsbatch.New(&transport{client: client, arn: topicARN}, opt)
+	s, err := awsbatch.New(&transport{client: client, arn: topicARN, attrs: awsbatch.NewAttributeMaps(attributeValue)}, opt)
 	if err != nil {
 		return nil, err
 	}
@@ -59,6 +59,7 @@ func New(client API, topicARN string, opt awsbatch.Options) (*Sink, error) {
 type transport struct {
 	client API
 	arn    string
+	attrs  *awsbatch.AttributeMaps[types.MessageAttributeValue]
 }
 
 func (t *transport) Target() awsbatch.Target {
@@ -78,7 +79,7 @@ func isNotFound(err error) bool {
 }
 
 func (t *transport) SendBatch(ctx context.Context, msgs []awsbatch.Message) ([]string, []awsbatch.Failure, error) {
-	entries := awsbatch.Entries(msgs, attributeValue, func(id, body, group, dedup *string,
+	entries := awsbatch.Entries(msgs, t.attrs, func(id, body, group, dedup *string,
 		attrs map[string]types.MessageAttributeValue) types.PublishBatchRequestEntry {
 		return types.PublishBatchRequestEntry{Id: id, Message: body, MessageAttributes: attrs,
 			MessageGroupId: group, MessageDeduplicationId: dedup}

@@ -48,7 +48,13 @@ func New(client API, queueURL string, opt awsbatch.Options) (*Sink, error) {
 	if client == nil || queueURL == "" {
 		return nil, errors.New("sqs: a client and a queue URL are required")
 	}
-	s, err := awsbatch.New(&transport{client: client, url: queueURL}, opt)
+	t := &transport{client: client, url: queueURL, attrs: awsbatch.NewAttributeMaps(attributeValue)}
+	if c, ok := client.(*sqs.Client); ok {
+		t.client = TunedClient(c) // one attempt per call already
+	} else {
+		t.send = []func(*sqs.Options){func(o *sqs.Options) { o.Retryer = awsbatch.OneAttempt(o.Retryer) }}
+	}
+	s, err := awsbatch.New(t, opt)
 	if err != nil {
 		return nil, err
 	}
@@ -59,6 +65,8 @@ func New(client API, queueURL string, opt awsbatch.Options) (*Sink, error) {
 type transport struct {
 	client API
 	url    string
+	send   []func(*sqs.Options) // SendMessageBatch's per-call options: one attempt, unless the client is tuned
+	attrs  *awsbatch.AttributeMaps[types.MessageAttributeValue]
 }
 
 func (t *transport) Target() awsbatch.Target {
@@ -79,13 +87,12 @@ func isNotFound(err error) bool {
 }
 
 func (t *transport) SendBatch(ctx context.Context, msgs []awsbatch.Message) ([]string, []awsbatch.Failure, error) {
-	entries := awsbatch.Entries(msgs, attributeValue, func(id, body, group, dedup *string,
+	entries := awsbatch.Entries(msgs, t.attrs, func(id, body, group, dedup *string,
 		attrs map[string]types.MessageAttributeValue) types.SendMessageBatchRequestEntry {
 		return types.SendMessageBatchRequestEntry{Id: id, MessageBody: body, MessageAttributes: attrs,
 			MessageGroupId: group, MessageDeduplicationId: dedup}
 	})
-	out, err := t.client.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(t.url), Entries: entries},
-		func(o *sqs.Options) { o.Retryer = awsbatch.OneAttempt(o.Retryer) })
+	out, err := t.client.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(t.url), Entries: entries}, t.send...)
 	if err != nil {
 		return nil, nil, err
 	}
