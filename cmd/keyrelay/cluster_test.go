@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -273,6 +274,31 @@ func TestCluster(t *testing.T) {
 		if err := d2.Stop(); err != nil {
 			t.Fatal(err)
 		}
+	})
+
+	t.Run("HA: kill -9 of the leader", func(t *testing.T) {
+		env := func() map[string]string {
+			e := clusterEnv(seed, "KEYRELAY_NAME", "ha", "KEYRELAY_EVENTS", "set", "KEYRELAY_HA", "true",
+				"KEYRELAY_HA_LEASE", haLease.String(), "KEYRELAY_SPOOL_DIR", t.TempDir(), "KEYRELAY_HTTP_ADDR", "")
+			return e
+		}
+		a := startInstance(t, "A", env())
+		a.waitLog(`"msg":"ha: leading`, 5*time.Second)
+		b := startInstance(t, "B", env())
+		for _, in := range []*instance{a, b} {
+			waitUntil(t, 15*time.Second, in.name+"'s three subscriptions", func() bool {
+				return strings.Count(in.stderr.String(), `"msg":"subscribed"`) >= 3
+			})
+		}
+		time.Sleep(time.Second)
+		writes := underLoad(t, cc, func() {
+			a.signal(syscall.SIGKILL)
+			a.wait(5 * time.Second)
+			waitUntil(t, 3*haLease, "B to take over", b.leading)
+		})
+		waitDelivered(t, writes, 10*time.Second, a, b)
+		dups := checkUnion(t, writes, a, b)
+		t.Logf("%d writes across 3 primaries, %d delivered twice (same id)", len(writes), dups)
 	})
 
 	t.Run("failover under load", func(t *testing.T) {

@@ -13,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/keyrelay/keyrelay/bridge/bridgetest"
+	"github.com/keyrelay/keyrelay/sinks/awsbatch/awsbatchtest"
 )
 
 // The tests in this file run two keyrelay processes with KEYRELAY_HA=true
@@ -188,13 +191,13 @@ func haPair(t *testing.T, envA, envB map[string]string) (a, b *instance) {
 	return a, b
 }
 
-// underLoad writes keys about every millisecond while fn runs, and for a
-// second before and after.
-func underLoad(t *testing.T, addr string, fn func()) []timedWrite {
+// underLoad writes keys through c about every millisecond while fn runs,
+// and for a second before and after.
+func underLoad(t *testing.T, c redis.Cmdable, fn func()) []timedWrite {
 	t.Helper()
 	var writes timedWrites
 	stop := make(chan struct{})
-	done := pace(newWriter(t, addr), "ha:", &writes, stop)
+	done := pace(c, "ha:", &writes, stop)
 	time.Sleep(time.Second)
 	fn()
 	time.Sleep(time.Second)
@@ -207,7 +210,7 @@ func TestHAKillLeader(t *testing.T) {
 	r := bridgetest.StartRedis(t)
 	a, b := haPair(t, haEnv(r.Addr, t.TempDir()), haEnv(r.Addr, t.TempDir()))
 	var killed, took time.Time
-	writes := underLoad(t, r.Addr, func() {
+	writes := underLoad(t, newWriter(t, r.Addr), func() {
 		killed = time.Now()
 		a.signal(syscall.SIGKILL)
 		a.wait(5 * time.Second)
@@ -224,7 +227,7 @@ func TestHARollingDeploy(t *testing.T) {
 	r := bridgetest.StartRedis(t)
 	a, b := haPair(t, haEnv(r.Addr, t.TempDir()), haEnv(r.Addr, t.TempDir()))
 	var took time.Duration
-	writes := underLoad(t, r.Addr, func() {
+	writes := underLoad(t, newWriter(t, r.Addr), func() {
 		start := time.Now()
 		a.signal(syscall.SIGTERM)
 		waitUntil(t, 3*haLease, "B to take over", b.leading)
@@ -246,7 +249,7 @@ func TestHALeaderCutOff(t *testing.T) {
 	fw := bridgetest.StartForwarder(t, r.Addr)
 	a, b := haPair(t, haEnv(fw.Addr, t.TempDir()), haEnv(r.Addr, t.TempDir()))
 	var took time.Duration
-	writes := underLoad(t, r.Addr, func() {
+	writes := underLoad(t, newWriter(t, r.Addr), func() {
 		start := time.Now()
 		fw.Stall()
 		fw.Pause()
@@ -268,7 +271,7 @@ func TestHASplitBrain(t *testing.T) {
 	r := bridgetest.StartRedis(t)
 	a, b := haPair(t, haEnv(r.Addr, t.TempDir()), haEnv(r.Addr, t.TempDir()))
 	c := newWriter(t, r.Addr)
-	writes := underLoad(t, r.Addr, func() {
+	writes := underLoad(t, newWriter(t, r.Addr), func() {
 		// The lease vanishes (a failover lost its last write): B takes
 		// it while A still believes it leads, until A's next renewal.
 		if err := c.Del(context.Background(), "keyrelay:keyrelay:{ha}:leader").Err(); err != nil {
@@ -280,4 +283,42 @@ func TestHASplitBrain(t *testing.T) {
 	waitDelivered(t, writes, 10*time.Second, a, b)
 	dups := checkUnion(t, writes, a, b)
 	t.Logf("%d writes, %d delivered twice (same id)", len(writes), dups)
+}
+
+// TestHAFIFOExactlyOnce: two instances publish into one SQS FIFO queue
+// (fauxqs); the leader is killed under load. The record id is the
+// message's deduplication id, so the queue holds every key exactly once.
+func TestHAFIFOExactlyOnce(t *testing.T) {
+	r := bridgetest.StartRedis(t)
+	bridgetest.StartFauxqs(t)
+	sqsc, _ := awsbatchtest.Clients(t)
+	queue, _ := awsbatchtest.CreateQueue(t, sqsc, awsbatchtest.UniqueName("ha", true), nil)
+	sqsEnv := func() map[string]string {
+		return haEnv(r.Addr, t.TempDir(), "KEYRELAY_SINKS", "sqs", "KEYRELAY_SQS_QUEUE_URL", queue)
+	}
+	a, b := haPair(t, sqsEnv(), sqsEnv())
+	writes := underLoad(t, newWriter(t, r.Addr), func() {
+		a.signal(syscall.SIGKILL)
+		a.wait(5 * time.Second)
+		waitUntil(t, 3*haLease, "B to take over", b.leading)
+	})
+	msgs := awsbatchtest.NewReader(t, sqsc, queue).Wait(len(writes), 20*time.Second)
+	got := map[string]int{}
+	for _, m := range msgs {
+		recs := parseRecords(t, strings.NewReader(m.Body+"\n"))
+		for _, rec := range recs {
+			if rec.Type == "gap" {
+				t.Errorf("gap record in the queue: %s", m.Body)
+			}
+			if rec.Key != nil {
+				got[*rec.Key]++
+			}
+		}
+	}
+	for _, w := range writes {
+		if n := got[w.key]; n != 1 {
+			t.Errorf("key %s is %d times in the FIFO queue, want once", w.key, n)
+		}
+	}
+	t.Logf("%d writes, %d messages", len(writes), len(msgs))
 }
