@@ -284,6 +284,12 @@ func (e *Elector) Handover(ctx context.Context) {
 	e.log.Info("ha: handed over: lease released", "epoch", e.Epoch(), "delivered", final)
 }
 
+// ProbeLease runs the renewal script on a probe key under prefix (which
+// holds nothing): an error says this user may not run the election.
+func ProbeLease(ctx context.Context, c redis.UniversalClient, prefix string) error {
+	return renewScript.Run(ctx, c, []string{leaseKey(prefix)}, "probe", 1000).Err()
+}
+
 // ParseLease splits the lease's value into instance and epoch.
 func ParseLease(v string) (instance string, epoch int64, ok bool) {
 	inst, es, found := strings.Cut(v, " ")

@@ -53,13 +53,18 @@ func runCheck(ctx context.Context, cfg *Config, out io.Writer) error {
 	} else {
 		report(true, "redis "+opt.Addr+" reachable and authenticated", "")
 		warn := func(what, detail string) { fmt.Fprintf(out, "warn %s: %s\n", what, detail) }
+		mode := bridge.ModeStandalone
 		if checkClusterMode(ctx, cfg, rdb, report) {
+			mode = bridge.ModeCluster
 			checkCluster(ctx, cfg, opt, rdb, out, report, warn)
 		} else {
 			checkRole(ctx, rdb, report)
 			checkNotifications(ctx, cfg, rdb, fmt.Sprintf("%scheck:%d", cfg.Prefix(), time.Now().UnixNano()), "", report)
 			checkMarkers(ctx, cfg, rdb, report, warn)
 			checkAliveKey(ctx, cfg, rdb, cfg.Prefix()+"check:alive", report, warn)
+		}
+		if cfg.HA {
+			checkHA(ctx, cfg, opt, mode, report)
 		}
 	}
 
@@ -299,6 +304,31 @@ func checkCluster(ctx context.Context, cfg *Config, opt *redis.Options, rdb *red
 				break
 			}
 		}
+	}
+}
+
+// checkHA names the current leader, and proves that this user may run the
+// election's scripts on keyrelay's keys.
+func checkHA(ctx context.Context, cfg *Config, opt *redis.Options, mode bridge.RedisMode, report func(bool, string, string)) {
+	c := haClient(opt, mode)
+	defer c.Close()
+	if err := bridge.ProbeLease(ctx, c, cfg.Prefix()+"check:"); err != nil {
+		report(false, "ha: may run the lease scripts on "+cfg.Prefix()+"*", explainRedisError(err)+
+			": grant +eval +evalsha +incr +pexpire +del and ~"+cfg.Prefix()+"*")
+		return
+	}
+	key := bridge.LeaseKey(cfg.Prefix())
+	v, err := c.Get(ctx, key).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		report(true, "ha: no leader holds "+key, "the first instance to start takes the lease")
+	case err != nil:
+		report(false, "ha: read the lease "+key, explainRedisError(err))
+	default:
+		ttl, _ := c.PTTL(ctx, key).Result()
+		inst, epoch, _ := bridge.ParseLease(v)
+		report(true, fmt.Sprintf("ha: leader %s, epoch %d (lease renewed %s ago)", inst, epoch,
+			(cfg.HALease-ttl).Round(time.Millisecond)), "")
 	}
 }
 

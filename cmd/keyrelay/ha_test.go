@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -225,7 +226,17 @@ func TestHAKillLeader(t *testing.T) {
 
 func TestHARollingDeploy(t *testing.T) {
 	r := bridgetest.StartRedis(t)
-	a, b := haPair(t, haEnv(r.Addr, t.TempDir()), haEnv(r.Addr, t.TempDir()))
+	envA := haEnv(r.Addr, t.TempDir())
+	a, b := haPair(t, envA, haEnv(r.Addr, t.TempDir()))
+	// keyrelay check names the leader.
+	m := regexp.MustCompile(`"msg":"ha: on[^\n]*"instance":"([0-9a-f]+)"`).FindStringSubmatch(a.stderr.String())
+	if m == nil {
+		t.Fatalf("A did not log its instance id")
+	}
+	out, _ := command(t, envA, "check").CombinedOutput()
+	if !strings.Contains(string(out), "ok   ha: leader "+m[1]+", epoch 1") {
+		t.Errorf("keyrelay check does not name A (%s) as the leader:\n%s", m[1], out)
+	}
 	var took time.Duration
 	writes := underLoad(t, newWriter(t, r.Addr), func() {
 		start := time.Now()
