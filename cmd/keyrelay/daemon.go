@@ -55,6 +55,7 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := bridge.NewMetrics(reg)
+	metrics.SetBuildInfo(version)
 
 	sinks, err := buildSinks(ctx, cfg, stdout, log)
 	if err != nil {
@@ -78,6 +79,14 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		Spool:         spoolLog,
 	}, sinks, log, metrics)
 	relay.Start()
+	// KEYRELAY_EMF_INTERVAL: CloudWatch metrics through the awslogs driver.
+	// The final line follows the last delivery (stopEMF after Shutdown).
+	stopEMF := func() {}
+	if cfg.EMFInterval > 0 {
+		stopEMF = bridge.NewEMF(bridge.EMFConfig{Interval: cfg.EMFInterval, Service: cfg.Name,
+			Gatherer: reg, Refresh: relay.UpdateGauges, Out: stderr, Log: log}).Start()
+	}
+	defer stopEMF()
 
 	var maxAge time.Duration
 	if cfg.RedisIAMAuth {
@@ -206,6 +215,7 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 	sctx, cancel := context.WithDeadline(abort, stopped.Add(cfg.ShutdownTimeout))
 	defer cancel()
 	shutErr := relay.Shutdown(sctx)
+	stopEMF()
 	if abort.Err() != nil {
 		shutErr = errors.Join(errors.New("aborted by a second signal"), shutErr)
 	}
