@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -200,4 +201,72 @@ func (w *syncWriter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.String()
+}
+
+// failureTB records the failures of a check instead of failing the test.
+type failureTB struct {
+	testing.TB
+	msgs []string
+}
+
+func (f *failureTB) Helper() {}
+func (f *failureTB) Errorf(format string, args ...any) {
+	f.msgs = append(f.msgs, fmt.Sprintf(format, args...))
+}
+func (f *failureTB) Fatalf(format string, args ...any) {
+	f.msgs = append(f.msgs, fmt.Sprintf(format, args...))
+	runtime.Goexit()
+}
+
+// TestCheckEMFRejects: the specification check used above fails documents
+// that break the format, one fault at a time.
+func TestCheckEMFRejects(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	bridge.NewMetrics(reg)
+	good, err := bridge.NewEMF(bridge.EMFConfig{Interval: time.Second, Service: "keyrelay", Gatherer: reg}).Line(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	many := func(n int, f func(i int) string) string {
+		parts := make([]string, n)
+		for i := range parts {
+			parts[i] = f(i)
+		}
+		return strings.Join(parts, ",")
+	}
+	for name, doc := range map[string]string{
+		"two lines":                `{"_aws":{"Timestamp":1796195852576,"CloudWatchMetrics":[]}}` + "\n" + string(good),
+		"not JSON":                 `_aws` + "\n",
+		"no _aws":                  `{"Received":1}` + "\n",
+		"timestamp in s":           `{"Received":1,"_aws":{"Timestamp":1796195852,"CloudWatchMetrics":[{"Namespace":"k","Dimensions":[],"Metrics":[{"Name":"Received","Unit":"Count"}]}]}}` + "\n",
+		"no directive":             `{"_aws":{"Timestamp":1796195852576,"CloudWatchMetrics":[]}}` + "\n",
+		"unknown unit":             `{"Received":1,"_aws":{"Timestamp":1796195852576,"CloudWatchMetrics":[{"Namespace":"k","Dimensions":[],"Metrics":[{"Name":"Received","Unit":"Counts"}]}]}}` + "\n",
+		"metric not a root member": `{"_aws":{"Timestamp":1796195852576,"CloudWatchMetrics":[{"Namespace":"k","Dimensions":[],"Metrics":[{"Name":"Received","Unit":"Count"}]}]}}` + "\n",
+		"metric a string":          `{"Received":"1","_aws":{"Timestamp":1796195852576,"CloudWatchMetrics":[{"Namespace":"k","Dimensions":[],"Metrics":[{"Name":"Received"}]}]}}` + "\n",
+		"dimension missing":        `{"Received":1,"_aws":{"Timestamp":1796195852576,"CloudWatchMetrics":[{"Namespace":"k","Dimensions":[["Service"]],"Metrics":[{"Name":"Received"}]}]}}` + "\n",
+		"dimension a number":       `{"Service":3,"Received":1,"_aws":{"Timestamp":1796195852576,"CloudWatchMetrics":[{"Namespace":"k","Dimensions":[["Service"]],"Metrics":[{"Name":"Received"}]}]}}` + "\n",
+		"empty namespace":          `{"Received":1,"_aws":{"Timestamp":1796195852576,"CloudWatchMetrics":[{"Namespace":"","Dimensions":[],"Metrics":[{"Name":"Received"}]}]}}` + "\n",
+		"extra directive member":   `{"Received":1,"_aws":{"Timestamp":1796195852576,"CloudWatchMetrics":[{"Namespace":"k","Dimensions":[],"Metrics":[{"Name":"Received"}],"Unit":"Count"}]}}` + "\n",
+		"101 metrics": `{` + many(101, func(i int) string { return fmt.Sprintf(`"M%d":1`, i) }) +
+			`,"_aws":{"Timestamp":1796195852576,"CloudWatchMetrics":[{"Namespace":"k","Dimensions":[],"Metrics":[` +
+			many(101, func(i int) string { return fmt.Sprintf(`{"Name":"M%d"}`, i) }) + `]}]}}` + "\n",
+		"31 dimensions": `{"Received":1,` + many(31, func(i int) string { return fmt.Sprintf(`"D%d":"v"`, i) }) +
+			`,"_aws":{"Timestamp":1796195852576,"CloudWatchMetrics":[{"Namespace":"k","Dimensions":[[` +
+			many(31, func(i int) string { return fmt.Sprintf(`"D%d"`, i) }) + `]],"Metrics":[{"Name":"Received"}]}]}}` + "\n",
+	} {
+		f := &failureTB{}
+		done := make(chan struct{})
+		go func() { defer close(done); bridgetest.CheckEMF(f, []byte(doc)) }()
+		<-done
+		if len(f.msgs) == 0 {
+			t.Errorf("%s: CheckEMF accepted %s", name, doc)
+		}
+	}
+	f := &failureTB{}
+	done := make(chan struct{})
+	go func() { defer close(done); bridgetest.CheckEMF(f, good) }()
+	<-done
+	if len(f.msgs) > 0 {
+		t.Errorf("CheckEMF rejected keyrelay's own line: %v\n%s", f.msgs, good)
+	}
 }
