@@ -114,7 +114,7 @@ type OpsConfig struct {
 	LogLevel        LogLevel      `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat       LogFormat     `envconfig:"LOG_FORMAT" default:"json" desc:"json or text; logs go to stderr"`
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"how long a stop may spend delivering buffered records (ECS kills after its stopTimeout, 30 s by default)"`
-	EMFInterval     time.Duration `envconfig:"EMF_INTERVAL" default:"0" desc:"how often one CloudWatch embedded-metric-format line (namespace keyrelay) is written to stderr, so that the ECS awslogs driver makes metrics of it without a collector; also once at the stop; 0 (off) or from 1s to 1h"`
+	EMFInterval     time.Duration `envconfig:"EMF_INTERVAL" default:"0" desc:"how often one CloudWatch embedded-metric-format line (namespace keyrelay) is written to stderr, which CloudWatch Logs (the ECS awslogs driver) turns into metrics without a collector; also once at the stop; 0 (off) or from 1s to 1h"`
 }
 
 // LogLevel is a slog level name.
