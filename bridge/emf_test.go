@@ -270,3 +270,37 @@ func TestCheckEMFRejects(t *testing.T) {
 		t.Errorf("CheckEMF rejected keyrelay's own line: %v\n%s", f.msgs, good)
 	}
 }
+
+// BenchmarkEMFLine measures one line: a Gather of every keyrelay metric
+// (three sinks, three cluster nodes) and the JSON document.
+func BenchmarkEMFLine(b *testing.B) {
+	reg := prometheus.NewRegistry()
+	m := bridge.NewMetrics(reg)
+	m.SetBuildInfo("bench")
+	for _, sink := range []string{"sqs", "sns", "stdout"} {
+		m.BufferCapacityRecords.WithLabelValues(sink).Set(100000)
+		m.BufferCapacityBytes.WithLabelValues(sink).Set(64 << 20)
+		m.BufferRecords.WithLabelValues(sink).Set(10)
+		m.BufferBytes.WithLabelValues(sink).Set(1000)
+		m.SinkUp.WithLabelValues(sink).Set(1)
+		m.Delivered.WithLabelValues(sink).Add(1e6)
+		m.PublishTime.WithLabelValues(sink).Observe(0.01)
+		m.BatchSize.WithLabelValues(sink).Observe(10)
+	}
+	for _, node := range []string{"a:6379", "b:6379", "c:6379"} {
+		m.Connected.WithLabelValues(node).Set(1)
+		m.MarkersSent.WithLabelValues(node).Add(1000)
+	}
+	e := bridge.NewEMF(bridge.EMFConfig{Interval: time.Minute, Service: "keyrelay", Gatherer: reg})
+	now := time.Now()
+	b.ReportAllocs()
+	var n int
+	for b.Loop() {
+		line, err := e.Line(now)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n = len(line)
+	}
+	b.ReportMetric(float64(n), "bytes/line")
+}
