@@ -278,3 +278,19 @@ func TestDocsNameRegisteredMetrics(t *testing.T) {
 		t.Errorf("docs/operations.md's metric table has no row for %v", missing)
 	}
 }
+
+// TestEMFIntervalBounds: KEYRELAY_EMF_INTERVAL is 0 (off) or 1s..1h.
+func TestEMFIntervalBounds(t *testing.T) {
+	for value, ok := range map[string]bool{"0": true, "1s": true, "60s": true, "1h": true, "500ms": false, "2h": false, "-1s": false} {
+		t.Run(value, func(t *testing.T) {
+			t.Setenv("KEYRELAY_EMF_INTERVAL", value)
+			_, err := loadConfig()
+			switch {
+			case ok && err != nil:
+				t.Errorf("KEYRELAY_EMF_INTERVAL=%s refused: %v", value, err)
+			case !ok && (err == nil || !strings.Contains(err.Error(), "KEYRELAY_EMF_INTERVAL") || !strings.Contains(err.Error(), "0 (off) or from 1s to 1h0m0s")):
+				t.Errorf("KEYRELAY_EMF_INTERVAL=%s: error %v, want one naming the variable and its bounds", value, err)
+			}
+		})
+	}
+}
