@@ -20,13 +20,17 @@ deps:
 LINT_TESTS = ^(TestDockerfile|TestDeploy.*|TestConfigTableInDocs)$$
 
 # gofmt, go vet of the unit and the integration build, shellcheck of the
-# scripts (make deps installs it), the deploy-file and docs checks.
+# scripts and promtool on the alert rules and their unit tests (make deps
+# installs both), the deploy-file and docs checks.
 lint:
 	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go' 2>/dev/null || find . -name '*.go' -not -path './.ci/*')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
 	bash .ci/shellcheck.sh
+	@command -v promtool >/dev/null || { echo "promtool is not installed (make deps installs it)"; exit 1; }
+	promtool check rules deploy/prometheus/keyrelay-alerts.yaml
+	promtool test rules deploy/prometheus/keyrelay-alerts.test.yaml
 	$(GO) test -count=1 -run '$(LINT_TESTS)' ./cmd/keyrelay
 
 # The unit tests alone: no server, nothing installed but Go. Tests that start

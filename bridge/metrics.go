@@ -1,7 +1,7 @@
 package bridge
 
 import (
-	"math"
+	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -11,21 +11,24 @@ import (
 // Metrics holds keyrelay's Prometheus metrics. Build it with NewMetrics and
 // pass it to the components; there are no metric globals.
 type Metrics struct {
-	Received      *prometheus.CounterVec   // event
-	Ignored       prometheus.Counter       // decoded but filtered out by KEYRELAY_KEYS / EVENTS / DBS
-	Undecodable   prometheus.Counter       // messages on unexpected channels
-	Delivered     *prometheus.CounterVec   // sink
-	Retried       *prometheus.CounterVec   // sink
-	Rejected      *prometheus.CounterVec   // sink, reason
-	Dropped       *prometheus.CounterVec   // sink, reason
-	Gaps          *prometheus.CounterVec   // reason
-	BufferRecords *prometheus.GaugeVec     // sink
-	BufferBytes   *prometheus.GaugeVec     // sink
-	BatchSize     *prometheus.HistogramVec // sink
-	PublishTime   *prometheus.HistogramVec // sink
-	SinkUp        *prometheus.GaugeVec     // sink
-	Connected     *prometheus.GaugeVec     // node
-	Reconnects    *prometheus.CounterVec   // node, reason
+	Received      *prometheus.CounterVec // event
+	Ignored       prometheus.Counter     // decoded but filtered out by KEYRELAY_KEYS / EVENTS / DBS
+	Undecodable   prometheus.Counter     // messages on unexpected channels
+	Delivered     *prometheus.CounterVec // sink
+	Retried       *prometheus.CounterVec // sink
+	Rejected      *prometheus.CounterVec // sink, reason
+	Dropped       *prometheus.CounterVec // sink, reason
+	Gaps          *prometheus.CounterVec // reason
+	BufferRecords *prometheus.GaugeVec   // sink
+	BufferBytes   *prometheus.GaugeVec   // sink
+	// The bounds of each sink's buffer (KEYRELAY_BUFFER_RECORDS, _BYTES).
+	BufferCapacityRecords *prometheus.GaugeVec     // sink
+	BufferCapacityBytes   *prometheus.GaugeVec     // sink
+	BatchSize             *prometheus.HistogramVec // sink
+	PublishTime           *prometheus.HistogramVec // sink
+	SinkUp                *prometheus.GaugeVec     // sink
+	Connected             *prometheus.GaugeVec     // node
+	Reconnects            *prometheus.CounterVec   // node, reason
 	// Continuity markers.
 	MarkersSent     *prometheus.CounterVec // node
 	MarkersReturned *prometheus.CounterVec // node
@@ -44,6 +47,8 @@ type Metrics struct {
 	// Cluster mode.
 	Primaries       prometheus.Gauge
 	DiscoveryErrors prometheus.Counter
+	// BuildInfo is 1 for the running version (SetBuildInfo).
+	BuildInfo *prometheus.GaugeVec // version, goversion
 
 	lastNotification atomic.Int64 // unix nanoseconds
 }
@@ -91,6 +96,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		BufferBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "keyrelay_buffer_bytes",
 			Help: "Encoded bytes waiting in the sink's buffer.",
+		}, []string{"sink"}),
+		BufferCapacityRecords: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "keyrelay_buffer_capacity_records",
+			Help: "Records the sink's buffer holds at most (KEYRELAY_BUFFER_RECORDS); beyond it KEYRELAY_OVERFLOW drops.",
+		}, []string{"sink"}),
+		BufferCapacityBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "keyrelay_buffer_capacity_bytes",
+			Help: "Encoded bytes the sink's buffer holds at most (KEYRELAY_BUFFER_BYTES); beyond it KEYRELAY_OVERFLOW drops.",
 		}, []string{"sink"}),
 		BatchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "keyrelay_batch_size",
@@ -171,10 +184,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "keyrelay_cluster_discovery_errors_total",
 			Help: "Cluster mode: topology reads that failed (the subscriptions go on; /readyz fails after 3 in a row).",
 		}),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "keyrelay_build_info",
+			Help: "1, labelled with keyrelay's version and the Go version it was built with.",
+		}, []string{"version", "goversion"}),
 	}
 	// Every gap reason exists from the start, so that the first gap is an
 	// increase a rate() or increase() alert can see.
-	for _, reason := range []string{GapReconnect, GapFailover, GapOverflow, GapShutdown, GapPlanned, GapStop, GapRestart, GapTopology} {
+	for _, reason := range GapReasons {
 		m.Gaps.WithLabelValues(reason)
 	}
 	if reg != nil {
@@ -184,10 +201,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			m.MarkersSent, m.MarkersReturned, m.MarkerErrors, m.MarkersEnabled, m.Primaries, m.DiscoveryErrors,
 			m.AliveErrors, m.NotificationsFlowing, m.RestartUnknown,
 			m.SpoolBytes, m.SpoolFiles, m.SpoolLagRecords, m.SpoolLagSeconds, m.SpoolFsync,
+			m.BufferCapacityRecords, m.BufferCapacityBytes, m.BuildInfo,
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "keyrelay_seconds_since_last_notification",
-				Help: "Seconds since the last notification was received (NaN before the first).",
-			}, m.sinceLastNotification))
+				Name: "keyrelay_last_notification_timestamp_seconds",
+				Help: "Unix time of the last notification received from Redis, filtered ones included, keyrelay's own keys not; 0 before the first.",
+			}, m.lastNotificationSeconds))
 	}
 	return m
 }
@@ -207,10 +225,15 @@ func (m *Metrics) deleteNode(node string) {
 
 func (m *Metrics) noteNotification(t time.Time) { m.lastNotification.Store(t.UnixNano()) }
 
-func (m *Metrics) sinceLastNotification() float64 {
-	ns := m.lastNotification.Load()
-	if ns == 0 {
-		return math.NaN()
-	}
-	return time.Since(time.Unix(0, ns)).Seconds()
+func (m *Metrics) lastNotificationSeconds() float64 {
+	return float64(m.lastNotification.Load()) / 1e9
 }
+
+// SetBuildInfo sets keyrelay_build_info{version, goversion} to 1.
+func (m *Metrics) SetBuildInfo(version string) {
+	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+}
+
+// GapReasons is every reason a gap record can carry; each has a
+// keyrelay_gaps_total series from the start.
+var GapReasons = []string{GapReconnect, GapFailover, GapOverflow, GapShutdown, GapPlanned, GapStop, GapRestart, GapTopology, GapSpool}

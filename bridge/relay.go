@@ -157,6 +157,8 @@ func (r *Relay) Start() {
 		// Export every series from the start, so that the first increase
 		// is visible to rate() and increase() alerts.
 		r.metrics.SinkUp.WithLabelValues(s.name).Set(1)
+		r.metrics.BufferCapacityRecords.WithLabelValues(s.name).Set(float64(r.cfg.BufferRecords))
+		r.metrics.BufferCapacityBytes.WithLabelValues(s.name).Set(float64(r.cfg.BufferBytes))
 		r.metrics.Delivered.WithLabelValues(s.name)
 		r.metrics.Retried.WithLabelValues(s.name)
 		for _, reason := range []string{"too_large", "refused"} {

@@ -121,6 +121,7 @@ type OpsConfig struct {
 	LogLevel        LogLevel      `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	LogFormat       LogFormat     `envconfig:"LOG_FORMAT" default:"json" desc:"json or text; logs go to stderr"`
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"25s" desc:"how long a stop may spend delivering buffered records (ECS kills after its stopTimeout, 30 s by default)"`
+	EMFInterval     time.Duration `envconfig:"EMF_INTERVAL" default:"0" desc:"how often one CloudWatch embedded-metric-format line (namespace keyrelay) is written to stderr, which CloudWatch Logs (the ECS awslogs driver) turns into metrics without a collector; also once at the stop; 0 (off) or from 1s to 1h"`
 }
 
 // LogLevel is a slog level name.
@@ -461,6 +462,7 @@ func (c *OpsConfig) validate(p *problems) {
 		}
 	}
 	p.interval("SHUTDOWN_TIMEOUT", c.ShutdownTimeout, time.Second, time.Hour, false)
+	p.interval("EMF_INTERVAL", c.EMFInterval, time.Second, time.Hour, true)
 }
 
 type varErr struct{ name, value, reason string }

@@ -55,6 +55,7 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := bridge.NewMetrics(reg)
+	metrics.SetBuildInfo(version)
 
 	sinks, err := buildSinks(ctx, cfg, stdout, log)
 	if err != nil {
@@ -88,6 +89,18 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		}
 	}
 	relay.Start()
+	// KEYRELAY_EMF_INTERVAL: CloudWatch metrics through the awslogs driver.
+	// The final line follows the last delivery (stopEMF after Shutdown).
+	stopEMF := func() {}
+	if cfg.EMFInterval > 0 {
+		emf := bridge.EMFConfig{Interval: cfg.EMFInterval, Service: cfg.Name,
+			Gatherer: reg, Refresh: relay.UpdateGauges, Out: stderr, Log: log}
+		if elector != nil {
+			emf.Leader = func() (bool, bool) { return elector.Leader(), true }
+		}
+		stopEMF = bridge.NewEMF(emf).Start()
+	}
+	defer stopEMF()
 
 	var maxAge time.Duration
 	if cfg.RedisIAMAuth {
@@ -238,6 +251,7 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 	}
 	stopHA()
 	<-haDone
+	stopEMF()
 	if abort.Err() != nil {
 		shutErr = errors.Join(errors.New("aborted by a second signal"), shutErr)
 	}

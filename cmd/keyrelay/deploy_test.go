@@ -800,6 +800,8 @@ func TestDeployFilesKnown(t *testing.T) {
 		"cloudformation/keyrelay.yaml", "ecs/task-definition.json",
 		"iam/ec2-policy.json", "iam/elasticache-iam-auth-policy.json",
 		"systemd/keyrelay.service", "systemd/keyrelay.env.example",
+		// Checked by observability_test.go and promtool (make lint).
+		"prometheus/keyrelay-alerts.yaml", "prometheus/keyrelay-alerts.test.yaml", "grafana/keyrelay-dashboard.json",
 	}
 	root := filepath.Join(repoRoot, "deploy")
 	name := regexp.MustCompile(`KEYRELAY_[A-Z0-9_]*[A-Z0-9]`)

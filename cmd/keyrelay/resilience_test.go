@@ -6,8 +6,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -689,8 +691,8 @@ func TestResilienceHTTP(t *testing.T) {
 	if v, ok := metricValue(m, "keyrelay_subscription_reconnects_total", "reason=reconnect"); !ok || v != 0 {
 		t.Errorf("keyrelay_subscription_reconnects_total{reason=reconnect} = %v (exported: %v) before any reconnection, want 0", v, ok)
 	}
-	if v, _ := metricValue(m, "keyrelay_seconds_since_last_notification"); !(v >= 0 && v < 60) {
-		t.Errorf("keyrelay_seconds_since_last_notification = %v after a notification", v)
+	if v, _ := metricValue(m, "keyrelay_last_notification_timestamp_seconds"); math.Abs(float64(time.Now().Unix())-v) > 60 {
+		t.Errorf("keyrelay_last_notification_timestamp_seconds = %v after a notification, want about %d", v, time.Now().Unix())
 	}
 
 	r.Stop()
@@ -730,7 +732,10 @@ func TestResilienceHTTP(t *testing.T) {
 		{"keyrelay_sink_up", []string{"sink=stdout"}, 1},
 		{"keyrelay_subscription_connected", nil, 1},
 		{"keyrelay_subscription_reconnects_total", []string{"reason=reconnect"}, 1},
-		{"keyrelay_seconds_since_last_notification", nil, -1},
+		{"keyrelay_last_notification_timestamp_seconds", nil, -1},
+		{"keyrelay_buffer_capacity_records", []string{"sink=stdout"}, 100000},
+		{"keyrelay_buffer_capacity_bytes", []string{"sink=stdout"}, 67108864},
+		{"keyrelay_build_info", []string{"goversion=" + runtime.Version()}, 1},
 	} {
 		v, ok := metricValue(m, want.name, want.labels...)
 		switch {
