@@ -53,11 +53,12 @@ func (r *describingRegisterer) MustRegister(cs ...prometheus.Collector) {
 func (r *describingRegisterer) Unregister(prometheus.Collector) bool { return false }
 
 // registeredMetrics are the names of every keyrelay_ metric bridge.NewMetrics
-// registers.
+// and bridge.NewHAMetrics register.
 func registeredMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	r := &describingRegisterer{names: map[string]bool{}}
 	bridge.NewMetrics(r)
+	bridge.NewHAMetrics(r)
 	if len(r.names) < 20 {
 		t.Fatalf("only %d metrics described: %v", len(r.names), r.names)
 	}
