@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -209,7 +210,15 @@ func underLoad(t *testing.T, c redis.Cmdable, fn func()) []timedWrite {
 
 func TestHAKillLeader(t *testing.T) {
 	r := bridgetest.StartRedis(t)
-	a, b := haPair(t, haEnv(r.Addr, t.TempDir()), haEnv(r.Addr, t.TempDir()))
+	httpB := fmt.Sprintf("127.0.0.1:%d", bridgetest.FreePort(t))
+	a, b := haPair(t, haEnv(r.Addr, t.TempDir()), haEnv(r.Addr, t.TempDir(), "KEYRELAY_HTTP_ADDR", httpB))
+	// A healthy standby is ready, and says it is not the leader.
+	if code, body := getHTTP("http://" + httpB + "/readyz"); code != 200 {
+		t.Errorf("standby /readyz = %d %s, want 200", code, body)
+	}
+	if v, ok := metricValue(scrapeMetrics(t, httpB), "keyrelay_leader"); !ok || v != 0 {
+		t.Errorf("standby keyrelay_leader = %v (%v), want 0", v, ok)
+	}
 	var killed, took time.Time
 	writes := underLoad(t, newWriter(t, r.Addr), func() {
 		killed = time.Now()
@@ -219,6 +228,13 @@ func TestHAKillLeader(t *testing.T) {
 		took = time.Now()
 	})
 	t.Logf("takeover %s after kill -9 (lease %s)", took.Sub(killed).Round(time.Millisecond), haLease)
+	m := scrapeMetrics(t, httpB)
+	if v, _ := metricValue(m, "keyrelay_leader"); v != 1 {
+		t.Errorf("new leader's keyrelay_leader = %v, want 1", v)
+	}
+	if v, _ := metricValue(m, "keyrelay_ha_epoch"); v != 2 {
+		t.Errorf("new leader's keyrelay_ha_epoch = %v, want 2", v)
+	}
 	waitDelivered(t, writes, 10*time.Second, a, b)
 	dups := checkUnion(t, writes, a, b)
 	t.Logf("%d writes, %d delivered twice (same id)", len(writes), dups)
