@@ -145,6 +145,11 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		}
 	}()
 
+	// systemd (Type=notify): READY=1 when /readyz first says ready,
+	// WATCHDOG=1 while /healthz says healthy, STOPPING=1 below.
+	notify := newNotifier(os.Getenv, log)
+	go notify.run(readCtx, ready, pipe.Alive)
+
 	mode, err := resolveMode(readCtx, cfg, opt, log)
 	if err != nil {
 		_ = relay.Shutdown(context.Background())
@@ -181,6 +186,7 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		topoCh = nil // it returned: a refused first discovery
 	}
 	stopReading()
+	notify.stopping()
 	// Let every subscription drain (a second signal cuts that short), then
 	// report what the topology still had open.
 	if topoCh != nil {
