@@ -800,6 +800,9 @@ func TestDeployFilesKnown(t *testing.T) {
 		"cloudformation/keyrelay.yaml", "ecs/task-definition.json",
 		"iam/ec2-policy.json", "iam/elasticache-iam-auth-policy.json",
 		"systemd/keyrelay.service", "systemd/keyrelay.env.example",
+		// kubernetes_test.go
+		"kubernetes/deployment.yaml", "kubernetes/service.yaml", "kubernetes/serviceaccount.yaml",
+		"kubernetes/servicemonitor.yaml", "kubernetes/secret.example.yaml", "kubernetes/kustomization.yaml",
 	}
 	root := filepath.Join(repoRoot, "deploy")
 	name := regexp.MustCompile(`KEYRELAY_[A-Z0-9_]*[A-Z0-9]`)

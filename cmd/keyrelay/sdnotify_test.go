@@ -145,10 +145,10 @@ func TestNotifierProtocol(t *testing.T) {
 	}
 }
 
-// TestSystemdUnitNotify: the unit waits for READY=1 from keyrelay itself,
+// TestDeploySystemdNotify: the unit waits for READY=1 from keyrelay itself,
 // runs the watchdog keyrelay pings, and its credential example and the
 // environment file's KEYRELAY_REDIS_PASSWORD_FILE name the same file.
-func TestSystemdUnitNotify(t *testing.T) {
+func TestDeploySystemdNotify(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(repoRoot, "deploy/systemd/keyrelay.service"))
 	if err != nil {
 		t.Fatal(err)
