@@ -148,15 +148,35 @@ func imdsRegion(ctx context.Context, httpClient awsconfig.HTTPClient) (string, e
 // imdsRegionTimeout bounds the instance metadata request for the region.
 const imdsRegionTimeout = 3 * time.Second
 
-// sqsURLRegion returns the region of https://sqs.REGION.amazonaws.com/…, or "".
+// sqsURLRegion returns the region a queue URL names, or "": the current form
+// https://sqs.REGION.amazonaws.com/…, an interface VPC endpoint's
+// https://vpce-ID.sqs.REGION.vpce.amazonaws.com/…, and the legacy
+// https://REGION.queue.amazonaws.com/… and https://queue.amazonaws.com/…
+// (us-east-1). Other hosts (an emulator) name none.
 func sqsURLRegion(queueURL string) string {
 	u, err := url.Parse(queueURL)
 	if err != nil {
 		return ""
 	}
-	parts := strings.Split(u.Hostname(), ".")
-	if len(parts) >= 4 && parts[0] == "sqs" && strings.HasPrefix(strings.Join(parts[2:], "."), "amazonaws.com") {
-		return parts[1]
+	host := u.Hostname()
+	if host == "queue.amazonaws.com" {
+		return "us-east-1"
+	}
+	rest, ok := strings.CutSuffix(host, ".amazonaws.com")
+	if !ok {
+		rest, ok = strings.CutSuffix(host, ".amazonaws.com.cn")
+	}
+	if !ok {
+		return ""
+	}
+	labels := strings.Split(rest, ".")
+	for i, l := range labels[:len(labels)-1] {
+		if l == "sqs" {
+			return labels[i+1]
+		}
+	}
+	if len(labels) == 2 && labels[1] == "queue" {
+		return labels[0]
 	}
 	return ""
 }
