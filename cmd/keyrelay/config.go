@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -49,7 +50,7 @@ type RedisConfig struct {
 	ClusterRefresh    time.Duration    `envconfig:"CLUSTER_REFRESH_INTERVAL" default:"5s" desc:"cluster mode: how often the topology is read again (also at once when a subscription breaks or a node is demoted, and fast until every shard has a primary)"`
 	RedisUsername     string           `envconfig:"REDIS_USERNAME" desc:"RBAC user name; overrides the URL's"`
 	RedisPassword     string           `envconfig:"REDIS_PASSWORD" desc:"AUTH token or RBAC password; overrides the URL's; never logged"`
-	RedisPasswordFile string           `envconfig:"REDIS_PASSWORD_FILE" desc:"file holding the AUTH token or RBAC password, instead of KEYRELAY_REDIS_PASSWORD (overrides the URL's; one trailing newline is ignored; never logged): a systemd credential ($CREDENTIALS_DIRECTORY/NAME, %d/NAME in the unit) or a Kubernetes secret volume; read at start"`
+	RedisPasswordFile string           `envconfig:"REDIS_PASSWORD_FILE" desc:"file holding the AUTH token or RBAC password, instead of KEYRELAY_REDIS_PASSWORD (overrides the URL's; one trailing newline is ignored; never logged): a Kubernetes secret volume, or a systemd credential (LoadCredential=NAME:…): its path, or NAME alone, taken in $CREDENTIALS_DIRECTORY; read at start"`
 	RedisCAFile       string           `envconfig:"REDIS_CA_FILE" desc:"PEM file of CA certificates for rediss:// (default: the system roots)"`
 	HealthInterval    time.Duration    `envconfig:"REDIS_HEALTH_INTERVAL" default:"1s" desc:"the subscription pings itself this often, busy or not (the answer anchors gap windows like a marker); it is dead when a ping stays unanswered for twice this long while nothing arrives"`
 	FailoverInterval  time.Duration    `envconfig:"REDIS_FAILOVER_CHECK_INTERVAL" default:"5s" desc:"how often a fresh connection checks that the endpoint still names the subscribed primary; 0 disables"`
@@ -518,9 +519,14 @@ func (c *RedisConfig) redisOptions() (*redis.Options, error) {
 		opt.Password = c.RedisPassword
 	}
 	if c.RedisPasswordFile != "" && !c.RedisIAMAuth { // with IAM auth validate refuses it
-		pass, err := readPasswordFile(c.RedisPasswordFile)
+		path := c.passwordFilePath()
+		pass, err := readPasswordFile(path)
 		if err != nil {
-			return nil, &varErr{envPrefix + "_REDIS_PASSWORD_FILE", c.RedisPasswordFile, err.Error()}
+			reason := err.Error()
+			if path != c.RedisPasswordFile {
+				reason = path + " ($CREDENTIALS_DIRECTORY): " + reason
+			}
+			return nil, &varErr{envPrefix + "_REDIS_PASSWORD_FILE", c.RedisPasswordFile, reason}
 		}
 		opt.Password = pass
 	}
@@ -547,6 +553,18 @@ func (c *RedisConfig) redisOptions() (*redis.Options, error) {
 			CacheID: c.RedisIAMCacheID, UserID: opt.Username, Serverless: c.RedisIAMServerless})
 	}
 	return opt, nil
+}
+
+// passwordFilePath is KEYRELAY_REDIS_PASSWORD_FILE, a relative name taken
+// in systemd's $CREDENTIALS_DIRECTORY when systemd sets it: the unit's
+// LoadCredential=NAME:… is then KEYRELAY_REDIS_PASSWORD_FILE=NAME in the
+// unit, and in a transient unit (systemd-run -p LoadCredential=…) alike,
+// whose directory has another name.
+func (c *RedisConfig) passwordFilePath() string {
+	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" && !filepath.IsAbs(c.RedisPasswordFile) {
+		return filepath.Join(dir, c.RedisPasswordFile)
+	}
+	return c.RedisPasswordFile
 }
 
 // readPasswordFile reads a password file: a systemd credential or a

@@ -237,6 +237,21 @@ func TestRedisPasswordFile(t *testing.T) {
 			t.Fatalf("%q: password %q, user %q, err %v; want the file's, overriding the URL's", content, opt.Password, opt.Username, err)
 		}
 	}
+	// A systemd credential's name alone: taken in $CREDENTIALS_DIRECTORY.
+	clearKeyrelayEnv(t)
+	t.Setenv("CREDENTIALS_DIRECTORY", dir)
+	t.Setenv("KEYRELAY_REDIS_PASSWORD_FILE", filepath.Base(write("redis-password", secret+"\n")))
+	if cfg, err := loadConfig(); err != nil {
+		t.Fatalf("a credential name: %v", err)
+	} else if opt, err := cfg.redisOptions(); err != nil || opt.Password != secret {
+		t.Fatalf("a credential name: password %q, %v", opt.Password, err)
+	}
+	t.Setenv("KEYRELAY_REDIS_PASSWORD_FILE", "absent")
+	if _, err := loadConfig(); err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "absent")+" ($CREDENTIALS_DIRECTORY): cannot read") {
+		t.Fatalf("a missing credential: %v, want its path in $CREDENTIALS_DIRECTORY", err)
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", "")
+
 	for _, tc := range []struct{ path, want string }{
 		{write("empty", "\n"), "is empty"},
 		{write("twolines", secret+"\n"+secret+"\n"), "more than one line"},
