@@ -45,15 +45,17 @@ type Config struct {
 
 // RedisConfig is the Redis endpoint and the subscription's health checks.
 type RedisConfig struct {
-	RedisURL          string           `envconfig:"REDIS_URL" default:"redis://localhost:6379" desc:"Redis/Valkey primary endpoint (with cluster mode enabled: the configuration endpoint, or any node): redis://host:port, or rediss:// for TLS; user:password@ allowed"`
-	RedisMode         bridge.RedisMode `envconfig:"REDIS_MODE" default:"auto" desc:"auto asks the endpoint (INFO cluster); standalone: the one primary the endpoint names; cluster: every primary of a cluster with cluster mode enabled, following the topology. A mode the server contradicts stops start-up"`
-	ClusterRefresh    time.Duration    `envconfig:"CLUSTER_REFRESH_INTERVAL" default:"5s" desc:"cluster mode: how often the topology is read again (also at once when a subscription breaks or a node is demoted, and fast until every shard has a primary)"`
-	RedisUsername     string           `envconfig:"REDIS_USERNAME" desc:"RBAC user name; overrides the URL's"`
-	RedisPassword     string           `envconfig:"REDIS_PASSWORD" desc:"AUTH token or RBAC password; overrides the URL's; never logged"`
-	RedisPasswordFile string           `envconfig:"REDIS_PASSWORD_FILE" desc:"file holding the AUTH token or RBAC password, instead of KEYRELAY_REDIS_PASSWORD (overrides the URL's; one trailing newline is ignored; never logged): a Kubernetes secret volume, or a systemd credential (LoadCredential=NAME:…): its path, or NAME alone, taken in $CREDENTIALS_DIRECTORY; read at start"`
-	RedisCAFile       string           `envconfig:"REDIS_CA_FILE" desc:"PEM file of CA certificates for rediss:// (default: the system roots)"`
-	HealthInterval    time.Duration    `envconfig:"REDIS_HEALTH_INTERVAL" default:"1s" desc:"the subscription pings itself this often, busy or not (the answer anchors gap windows like a marker); it is dead when a ping stays unanswered for twice this long while nothing arrives"`
-	FailoverInterval  time.Duration    `envconfig:"REDIS_FAILOVER_CHECK_INTERVAL" default:"5s" desc:"how often a fresh connection checks that the endpoint still names the subscribed primary; 0 disables"`
+	RedisURL         string           `envconfig:"REDIS_URL" default:"redis://localhost:6379" desc:"Redis/Valkey primary endpoint (with cluster mode enabled: the configuration endpoint, or any node): redis://host:port, or rediss:// for TLS; user:password@ allowed"`
+	RedisMode        bridge.RedisMode `envconfig:"REDIS_MODE" default:"auto" desc:"auto asks the endpoint (INFO cluster); standalone: the one primary the endpoint names; cluster: every primary of a cluster with cluster mode enabled, following the topology. A mode the server contradicts stops start-up"`
+	ClusterRefresh   time.Duration    `envconfig:"CLUSTER_REFRESH_INTERVAL" default:"5s" desc:"cluster mode: how often the topology is read again (also at once when a subscription breaks or a node is demoted, and fast until every shard has a primary)"`
+	RedisUsername    string           `envconfig:"REDIS_USERNAME" desc:"RBAC user name; overrides the URL's"`
+	RedisPassword    string           `envconfig:"REDIS_PASSWORD" desc:"AUTH token or RBAC password; overrides the URL's; never logged"`
+	RedisCAFile      string           `envconfig:"REDIS_CA_FILE" desc:"PEM file of CA certificates for rediss:// (default: the system roots)"`
+	HealthInterval   time.Duration    `envconfig:"REDIS_HEALTH_INTERVAL" default:"1s" desc:"the subscription pings itself this often, busy or not (the answer anchors gap windows like a marker); it is dead when a ping stays unanswered for twice this long while nothing arrives"`
+	FailoverInterval time.Duration    `envconfig:"REDIS_FAILOVER_CHECK_INTERVAL" default:"5s" desc:"how often a fresh connection checks that the endpoint still names the subscribed primary; 0 disables"`
+
+	// The password from a file instead (secrets that are files).
+	RedisPasswordFile string `envconfig:"REDIS_PASSWORD_FILE" desc:"file holding the AUTH token or RBAC password, instead of KEYRELAY_REDIS_PASSWORD (overrides the URL's; one trailing newline is ignored; never logged): a Kubernetes secret volume, or a systemd credential (LoadCredential=NAME:…): its path, or NAME alone, taken in $CREDENTIALS_DIRECTORY; read at start"`
 
 	// IAM authentication (ElastiCache Valkey 7.2+ / Redis OSS 7.0+).
 	RedisIAMAuth       bool   `envconfig:"REDIS_IAM_AUTH" default:"false" desc:"authenticate as an IAM-enabled ElastiCache user with a fresh SigV4 token per connection (needs rediss://, KEYRELAY_REDIS_USERNAME and KEYRELAY_REDIS_IAM_CACHE_ID); connections are renewed after 11 h"`
