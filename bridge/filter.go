@@ -1,6 +1,9 @@
 package bridge
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // Filter decides which decoded notifications are forwarded. Database and
 // event filters are also pushed into the subscription patterns (Patterns);
@@ -63,6 +66,42 @@ func GlobMatch(pattern, s string) bool {
 	}
 	skip := false
 	return globMatch(pattern, s, &skip, 0)
+}
+
+// CheckGlob reports a '[' class that is never closed. Redis matches such a
+// pattern all the same, the class taking the rest of the pattern as members
+// (GlobMatch does too), which is rarely what was meant, so configuration
+// refuses it. It reads the pattern as stringmatchlen does: '\\' escapes the
+// next byte, inside a class too, and in "[a-]" the "a-]" is a range, so it
+// does not close the class.
+func CheckGlob(pattern string) error {
+	for p := 0; p < len(pattern); p++ {
+		switch pattern[p] {
+		case '\\':
+			p++ // a trailing '\\' matches itself
+		case '[':
+			open := p
+			p++
+			if p < len(pattern) && pattern[p] == '^' {
+				p++
+			}
+			for ; ; p++ {
+				rest := len(pattern) - p
+				if rest == 0 {
+					return fmt.Errorf("the '[' at byte %d opens a class that is never closed (\"-]\" is a range, not the end): close it with ']' or write \\[ for a literal '['", open+1)
+				}
+				if pattern[p] == ']' {
+					break
+				}
+				if pattern[p] == '\\' && rest >= 2 {
+					p++
+				} else if rest >= 3 && pattern[p+1] == '-' {
+					p += 2
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // globMatch is stringmatchlen_impl. Redis's patterns are NUL-terminated and

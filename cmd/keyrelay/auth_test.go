@@ -218,6 +218,40 @@ func TestAuthToken(t *testing.T) {
 	}
 }
 
+// TestAuthTokenFile: the AUTH token from KEYRELAY_REDIS_PASSWORD_FILE, a
+// systemd credential or Kubernetes secret file with echo's trailing newline
+// and a token holding & < > $ (ElastiCache allows them), against a
+// redis-server with requirepass; a token file that is not there stops
+// start-up with exit status 2 naming the variable and the path.
+func TestAuthTokenFile(t *testing.T) {
+	const token = "0123456789&<>$abcdef"
+	r := bridgetest.StartRedis(t, "--requirepass", token)
+	w := redis.NewClient(&redis.Options{Addr: r.Addr, Password: token, Protocol: 2})
+	defer w.Close()
+	file := filepath.Join(t.TempDir(), "redis-password")
+	if err := os.WriteFile(file, []byte(token+"\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, map[string]string{
+		"KEYRELAY_REDIS_URL":           "redis://" + r.Addr,
+		"KEYRELAY_REDIS_PASSWORD_FILE": file,
+		"KEYRELAY_EVENTS":              "set",
+	})
+	waitForRecord(t, d, w, "auth:tokenfile")
+	if strings.Contains(d.Stderr.String(), token) {
+		t.Error("the token appears in the log")
+	}
+	if err := d.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	missing := filepath.Join(t.TempDir(), "absent")
+	_, _, err := runOnce(context.Background(), t, map[string]string{"KEYRELAY_REDIS_URL": "redis://" + r.Addr, "KEYRELAY_REDIS_PASSWORD_FILE": missing}, "run")
+	if err == nil || exitCode(err, io.Discard) != 2 || !strings.Contains(err.Error(), "KEYRELAY_REDIS_PASSWORD_FILE="+strconv.Quote(missing)) {
+		t.Fatalf("err = %v, want exit status 2 naming KEYRELAY_REDIS_PASSWORD_FILE and its path", err)
+	}
+}
+
 // TestRBACUser: an RBAC user with a minimal access string, given by
 // KEYRELAY_REDIS_USERNAME / KEYRELAY_REDIS_PASSWORD over the URL's
 // credentials, relays events. A user without permission for the channels

@@ -455,9 +455,9 @@ func explainRedisError(err error) string {
 	case errors.Is(err, bridge.ErrRedisPermission):
 		return msg + ": the user's access string lacks this command (keyrelay needs +psubscribe +punsubscribe +subscribe +unsubscribe +publish +ping +info +role; in cluster mode also +cluster|nodes +cluster|myid)"
 	case errors.Is(err, bridge.ErrRedisAuth) && strings.Contains(msg, "NOAUTH"):
-		return msg + ": the server requires a password: set KEYRELAY_REDIS_PASSWORD (the AUTH token)"
+		return msg + ": the server requires a password: set KEYRELAY_REDIS_PASSWORD or KEYRELAY_REDIS_PASSWORD_FILE (the AUTH token)"
 	case errors.Is(err, bridge.ErrRedisAuth):
-		return msg + ": check KEYRELAY_REDIS_USERNAME / KEYRELAY_REDIS_PASSWORD (the AUTH token or RBAC password)"
+		return msg + ": check KEYRELAY_REDIS_USERNAME / KEYRELAY_REDIS_PASSWORD or KEYRELAY_REDIS_PASSWORD_FILE (the AUTH token or RBAC password)"
 	case errors.Is(err, bridge.ErrRedisDB):
 		return msg + ": the server has no such database: check the /db of KEYRELAY_REDIS_URL (ElastiCache with cluster mode enabled has only database 0)"
 	case strings.Contains(msg, "connection reset") || strings.Contains(msg, "EOF"):

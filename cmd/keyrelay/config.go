@@ -5,16 +5,19 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws/arn"
 	"github.com/kelseyhightower/envconfig"
 	"github.com/redis/go-redis/v9"
 
@@ -58,6 +61,9 @@ type RedisConfig struct {
 	HealthInterval   time.Duration    `envconfig:"REDIS_HEALTH_INTERVAL" default:"1s" desc:"the subscription pings itself this often, busy or not (the answer anchors gap windows like a marker); it is dead when a ping stays unanswered for twice this long while nothing arrives"`
 	FailoverInterval time.Duration    `envconfig:"REDIS_FAILOVER_CHECK_INTERVAL" default:"5s" desc:"how often a fresh connection checks that the endpoint still names the subscribed primary; 0 disables"`
 
+	// The password from a file instead (secrets that are files).
+	RedisPasswordFile string `envconfig:"REDIS_PASSWORD_FILE" desc:"file holding the AUTH token or RBAC password, instead of KEYRELAY_REDIS_PASSWORD (overrides the URL's; one trailing newline is ignored; never logged): a Kubernetes secret volume, or a systemd credential (LoadCredential=NAME:…): its path, or NAME alone, taken in $CREDENTIALS_DIRECTORY; read at start"`
+
 	// IAM authentication (ElastiCache Valkey 7.2+ / Redis OSS 7.0+).
 	RedisIAMAuth       bool   `envconfig:"REDIS_IAM_AUTH" default:"false" desc:"authenticate as an IAM-enabled ElastiCache user with a fresh SigV4 token per connection (needs rediss://, KEYRELAY_REDIS_USERNAME and KEYRELAY_REDIS_IAM_CACHE_ID); connections are renewed after 11 h"`
 	RedisIAMCacheID    string `envconfig:"REDIS_IAM_CACHE_ID" desc:"with IAM auth: the replication group id (or serverless cache name) the token is signed for"`
@@ -80,7 +86,7 @@ func (c ContinuityConfig) MarkerChannel() string { return c.Prefix() + "markers"
 type FilterConfig struct {
 	Channels bridge.ChannelKind `envconfig:"CHANNELS" default:"keyevent" desc:"notification channels to read: keyevent or keyspace"`
 	Events   []string           `envconfig:"EVENTS" desc:"comma-separated event names to forward, e.g. expired,evicted (empty: all)"`
-	Keys     []string           `envconfig:"KEYS" desc:"comma-separated Redis glob patterns; only matching keys are forwarded (empty: all)"`
+	Keys     []string           `envconfig:"KEYS" desc:"comma-separated Redis glob patterns, matched as Redis's KEYS matches them (a [ class left open is refused); only matching keys are forwarded (empty: all)"`
 	DBs      []int              `envconfig:"DBS" desc:"comma-separated database numbers (empty: all)"`
 }
 
@@ -219,12 +225,19 @@ func loadConfig() (*Config, error) {
 	return &cfg, nil
 }
 
+// serviceLinkRE matches the names Kubernetes gives the variables of a
+// Service's link (its name upper-cased, '-' as '_'): NAME_SERVICE_HOST,
+// NAME_SERVICE_PORT, NAME_SERVICE_PORT_<PORTNAME>, NAME_PORT,
+// NAME_PORT_<N>_<PROTO> and its _PROTO, _PORT, _ADDR.
+var serviceLinkRE = regexp.MustCompile(`^` + envPrefix + `(_[A-Z0-9_]+)?_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT|PORT_[0-9]+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)$`)
+
 // serviceLink reports the variables Kubernetes injects for a Service named
-// keyrelay (KEYRELAY_SERVICE_HOST, KEYRELAY_PORT_9180_TCP_ADDR, …): they are
-// not keyrelay's and must not stop it.
+// keyrelay or keyrelay-… (KEYRELAY_SERVICE_HOST, KEYRELAY_PORT_9180_TCP_ADDR,
+// KEYRELAY_METRICS_SERVICE_PORT, …): they are not keyrelay's and must not
+// stop it. Every one of its names ends in SERVICE_HOST, SERVICE_PORT…, or
+// PORT…, which no keyrelay variable does.
 func serviceLink(name string) bool {
-	return strings.HasPrefix(name, envPrefix+"_SERVICE_") || name == envPrefix+"_PORT" ||
-		strings.HasPrefix(name, envPrefix+"_PORT_")
+	return serviceLinkRE.MatchString(name) && !slices.Contains(configVariables(), name)
 }
 
 func parseReason(pe *envconfig.ParseError) string {
@@ -314,7 +327,9 @@ func (c *RedisConfig) validate(p *problems) {
 		if opt.Username == "" {
 			p.bad("REDIS_USERNAME", "", "required with KEYRELAY_REDIS_IAM_AUTH=true: the IAM-enabled ElastiCache user (its user name and user id are identical)")
 		}
-		if opt.Password != "" {
+		if c.RedisPasswordFile != "" {
+			p.bad("REDIS_PASSWORD_FILE", c.RedisPasswordFile, "must be empty with KEYRELAY_REDIS_IAM_AUTH=true: the IAM token is the password")
+		} else if opt.Password != "" {
 			p.bad("REDIS_PASSWORD", "", "must be empty with KEYRELAY_REDIS_IAM_AUTH=true (also in the URL): the IAM token is the password")
 		}
 		if c.RedisIAMCacheID == "" {
@@ -353,6 +368,11 @@ func (c *FilterConfig) validate(p *problems) {
 			p.bad("EVENTS", strings.Join(c.Events, ","), fmt.Sprintf("event %q: Redis's event names are lower case (%s)", e, strings.ToLower(e)))
 		}
 	}
+	for _, k := range c.Keys {
+		if err := bridge.CheckGlob(k); err != nil {
+			p.bad("KEYS", strings.Join(c.Keys, ","), fmt.Sprintf("pattern %q: %v", k, err))
+		}
+	}
 	for _, db := range c.DBs {
 		if db < 0 {
 			p.bad("DBS", fmt.Sprint(c.DBs), "database numbers are 0 or more")
@@ -379,7 +399,9 @@ func (c *SinkConfig) validate(p *problems) {
 	case seen["sqs"] && c.SQSQueueURL == "":
 		p.bad("SQS_QUEUE_URL", "", "required when sqs is a sink")
 	case seen["sqs"]:
-		if u, err := url.Parse(c.SQSQueueURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		if arn.IsARN(c.SQSQueueURL) {
+			p.bad("SQS_QUEUE_URL", c.SQSQueueURL, "is a queue ARN: give the queue URL, such as https://sqs.us-east-1.amazonaws.com/123456789012/my-queue (aws sqs get-queue-url)")
+		} else if u, err := url.Parse(c.SQSQueueURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			p.bad("SQS_QUEUE_URL", c.SQSQueueURL, "must be a queue URL such as https://sqs.us-east-1.amazonaws.com/123456789012/my-queue")
 		}
 	case c.SQSQueueURL != "":
@@ -389,8 +411,8 @@ func (c *SinkConfig) validate(p *problems) {
 	case seen["sns"] && c.SNSTopicARN == "":
 		p.bad("SNS_TOPIC_ARN", "", "required when sns is a sink")
 	case seen["sns"]:
-		if !strings.HasPrefix(c.SNSTopicARN, "arn:") || strings.Count(c.SNSTopicARN, ":") != 5 {
-			p.bad("SNS_TOPIC_ARN", c.SNSTopicARN, "must be a topic ARN such as arn:aws:sns:us-east-1:123456789012:my-topic")
+		if err := checkTopicARN(c.SNSTopicARN); err != nil {
+			p.bad("SNS_TOPIC_ARN", c.SNSTopicARN, "must be a topic ARN such as arn:aws:sns:us-east-1:123456789012:my-topic: "+err.Error())
 		}
 	case c.SNSTopicARN != "":
 		p.bad("SNS_TOPIC_ARN", c.SNSTopicARN, "only used when sns is a sink (KEYRELAY_SINKS=…,sns)")
@@ -411,6 +433,23 @@ func (c *SinkConfig) validate(p *problems) {
 	if c.MaxInFlight < 1 || c.MaxInFlight > 64 {
 		p.bad("SINK_MAX_IN_FLIGHT", fmt.Sprint(c.MaxInFlight), "must be 1 to 64")
 	}
+}
+
+// checkTopicARN checks an SNS topic ARN, arn:PARTITION:sns:REGION:ACCOUNT:NAME
+// (the SNS API reference's form), parsed by the SDK's arn package.
+func checkTopicARN(s string) error {
+	a, err := arn.Parse(s)
+	switch {
+	case err != nil:
+		return err
+	case a.Service != "sns":
+		return fmt.Errorf("the service is %q, not sns", a.Service)
+	case a.Region == "" || a.AccountID == "":
+		return errors.New("the region and the account id are required")
+	case a.Resource == "" || strings.Contains(a.Resource, ":"):
+		return errors.New("the resource must be a topic name (a subscription ARN has one more part)")
+	}
+	return nil
 }
 
 func (c *BufferConfig) validate(p *problems) {
@@ -500,8 +539,23 @@ func (c *RedisConfig) redisOptions() (*redis.Options, error) {
 	if c.RedisUsername != "" {
 		opt.Username = c.RedisUsername
 	}
+	if c.RedisPassword != "" && c.RedisPasswordFile != "" {
+		return nil, &varErr{envPrefix + "_REDIS_PASSWORD_FILE", c.RedisPasswordFile, "set either KEYRELAY_REDIS_PASSWORD or KEYRELAY_REDIS_PASSWORD_FILE, not both"}
+	}
 	if c.RedisPassword != "" {
 		opt.Password = c.RedisPassword
+	}
+	if c.RedisPasswordFile != "" && !c.RedisIAMAuth { // with IAM auth validate refuses it
+		path := c.passwordFilePath()
+		pass, err := readPasswordFile(path)
+		if err != nil {
+			reason := err.Error()
+			if path != c.RedisPasswordFile {
+				reason = path + " ($CREDENTIALS_DIRECTORY): " + reason
+			}
+			return nil, &varErr{envPrefix + "_REDIS_PASSWORD_FILE", c.RedisPasswordFile, reason}
+		}
+		opt.Password = pass
 	}
 	if c.RedisCAFile != "" {
 		if opt.TLSConfig == nil {
@@ -526,6 +580,41 @@ func (c *RedisConfig) redisOptions() (*redis.Options, error) {
 			CacheID: c.RedisIAMCacheID, UserID: opt.Username, Serverless: c.RedisIAMServerless})
 	}
 	return opt, nil
+}
+
+// passwordFilePath is KEYRELAY_REDIS_PASSWORD_FILE, a relative name taken
+// in systemd's $CREDENTIALS_DIRECTORY when systemd sets it: the unit's
+// LoadCredential=NAME:… is then KEYRELAY_REDIS_PASSWORD_FILE=NAME in the
+// unit, and in a transient unit (systemd-run -p LoadCredential=…) alike,
+// whose directory has another name.
+func (c *RedisConfig) passwordFilePath() string {
+	if dir := os.Getenv("CREDENTIALS_DIRECTORY"); dir != "" && !filepath.IsAbs(c.RedisPasswordFile) {
+		return filepath.Join(dir, c.RedisPasswordFile)
+	}
+	return c.RedisPasswordFile
+}
+
+// readPasswordFile reads a password file: a systemd credential or a
+// Kubernetes secret key. One trailing newline (echo's, an editor's) is not
+// part of the password. Errors name the path, never the content.
+func readPasswordFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is in the message already
+		}
+		return "", fmt.Errorf("cannot read the password file: %w", err)
+	}
+	pass, _ := strings.CutSuffix(string(b), "\n")
+	pass, _ = strings.CutSuffix(pass, "\r")
+	if pass == "" {
+		return "", errors.New("the password file is empty")
+	}
+	if strings.ContainsAny(pass, "\r\n") {
+		return "", errors.New("the password file holds more than one line")
+	}
+	return pass, nil
 }
 
 // redactURL removes the user information of raw (which may hold a password)

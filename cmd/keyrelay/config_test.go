@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -55,6 +57,19 @@ func TestConfigurationProblems(t *testing.T) {
 			[]string{`KEYRELAY_PACK="ndjson"`, "only used with an sqs or sns sink"}},
 		{"channel kind decoded at load", map[string]string{"KEYRELAY_CHANNELS": "both"},
 			[]string{`KEYRELAY_CHANNELS="both"`, "keyevent or keyspace"}},
+		{"password and password file", map[string]string{"KEYRELAY_REDIS_PASSWORD": secret, "KEYRELAY_REDIS_PASSWORD_FILE": "/run/secrets/pw"},
+			[]string{`KEYRELAY_REDIS_PASSWORD_FILE="/run/secrets/pw"`, "either KEYRELAY_REDIS_PASSWORD or KEYRELAY_REDIS_PASSWORD_FILE, not both"}},
+		{"password file missing", map[string]string{"KEYRELAY_REDIS_PASSWORD_FILE": "/nonexistent/keyrelay/pw"},
+			[]string{`KEYRELAY_REDIS_PASSWORD_FILE="/nonexistent/keyrelay/pw"`, "cannot read the password file: no such file"}},
+		{"password file with IAM", map[string]string{"KEYRELAY_REDIS_PASSWORD_FILE": "/run/secrets/pw", "KEYRELAY_REDIS_IAM_AUTH": "true",
+			"KEYRELAY_REDIS_URL": "rediss://u@host:6379", "KEYRELAY_REDIS_IAM_CACHE_ID": "my-cache"},
+			[]string{`KEYRELAY_REDIS_PASSWORD_FILE="/run/secrets/pw"`, "must be empty with KEYRELAY_REDIS_IAM_AUTH=true"}},
+		{"unclosed class in a key pattern", map[string]string{"KEYRELAY_KEYS": "session:*,user:[0-9"},
+			[]string{`KEYRELAY_KEYS="session:*,user:[0-9"`, `pattern "user:[0-9"`, "never closed"}},
+		{"queue ARN for a queue URL", map[string]string{"KEYRELAY_SINKS": "sqs", "KEYRELAY_SQS_QUEUE_URL": "arn:aws:sqs:us-east-1:123456789012:q"},
+			[]string{"KEYRELAY_SQS_QUEUE_URL", "is a queue ARN: give the queue URL"}},
+		{"not a topic ARN", map[string]string{"KEYRELAY_SINKS": "sns", "KEYRELAY_SNS_TOPIC_ARN": "arn:aws:sqs:us-east-1:123456789012:q"},
+			[]string{"KEYRELAY_SNS_TOPIC_ARN", `the service is "sqs", not sns`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stderr bytes.Buffer
@@ -177,8 +192,78 @@ func TestKubernetesServiceLinksIgnored(t *testing.T) {
 	if _, err := loadConfig(); err != nil {
 		t.Fatalf("loadConfig = %v", err)
 	}
+	// A Service named keyrelay-metrics (or keyrelay-redis, …) in the
+	// namespace: its name becomes the prefix.
+	for k, v := range map[string]string{
+		"KEYRELAY_METRICS_SERVICE_HOST": "10.0.0.2", "KEYRELAY_METRICS_SERVICE_PORT": "9180",
+		"KEYRELAY_METRICS_PORT": "tcp://10.0.0.2:9180", "KEYRELAY_METRICS_PORT_9180_TCP_ADDR": "10.0.0.2",
+		"KEYRELAY_REDIS_SERVICE_HOST": "10.0.0.3", "KEYRELAY_REDIS_PORT_6379_TCP": "tcp://10.0.0.3:6379",
+	} {
+		t.Setenv(k, v)
+	}
+	if _, err := loadConfig(); err != nil {
+		t.Fatalf("loadConfig = %v", err)
+	}
 	t.Setenv("KEYRELAY_PORTS", "1")
 	if _, err := loadConfig(); err == nil || !strings.Contains(err.Error(), "KEYRELAY_PORTS: unknown variable") {
 		t.Fatalf("loadConfig = %v, want KEYRELAY_PORTS refused", err)
+	}
+}
+
+// TestRedisPasswordFile: KEYRELAY_REDIS_PASSWORD_FILE is the password with
+// one trailing newline removed (echo's, CRLF too); an empty, multi-line or
+// unreadable file is a problem naming the variable and the path, never the
+// content.
+func TestRedisPasswordFile(t *testing.T) {
+	const secret = "Tok^en99&<>$x"
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, content := range []string{secret, secret + "\n", secret + "\r\n"} {
+		clearKeyrelayEnv(t)
+		t.Setenv("KEYRELAY_REDIS_URL", "redis://user:fromurl@localhost:6379")
+		t.Setenv("KEYRELAY_REDIS_PASSWORD_FILE", write("pw", content))
+		cfg, err := loadConfig()
+		if err != nil {
+			t.Fatalf("%q: loadConfig = %v", content, err)
+		}
+		opt, err := cfg.redisOptions()
+		if err != nil || opt.Password != secret || opt.Username != "user" {
+			t.Fatalf("%q: password %q, user %q, err %v; want the file's, overriding the URL's", content, opt.Password, opt.Username, err)
+		}
+	}
+	// A systemd credential's name alone: taken in $CREDENTIALS_DIRECTORY.
+	clearKeyrelayEnv(t)
+	t.Setenv("CREDENTIALS_DIRECTORY", dir)
+	t.Setenv("KEYRELAY_REDIS_PASSWORD_FILE", filepath.Base(write("redis-password", secret+"\n")))
+	if cfg, err := loadConfig(); err != nil {
+		t.Fatalf("a credential name: %v", err)
+	} else if opt, err := cfg.redisOptions(); err != nil || opt.Password != secret {
+		t.Fatalf("a credential name: password %q, %v", opt.Password, err)
+	}
+	t.Setenv("KEYRELAY_REDIS_PASSWORD_FILE", "absent")
+	if _, err := loadConfig(); err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "absent")+" ($CREDENTIALS_DIRECTORY): cannot read") {
+		t.Fatalf("a missing credential: %v, want its path in $CREDENTIALS_DIRECTORY", err)
+	}
+	t.Setenv("CREDENTIALS_DIRECTORY", "")
+
+	for _, tc := range []struct{ path, want string }{
+		{write("empty", "\n"), "is empty"},
+		{write("twolines", secret+"\n"+secret+"\n"), "more than one line"},
+		{dir, "is a directory"},
+	} {
+		clearKeyrelayEnv(t)
+		t.Setenv("KEYRELAY_REDIS_PASSWORD_FILE", tc.path)
+		_, err := loadConfig()
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("KEYRELAY_REDIS_PASSWORD_FILE=%q", tc.path)) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: loadConfig = %v, want the variable, the path and %q", tc.path, err, tc.want)
+		} else if strings.Contains(err.Error(), secret) {
+			t.Errorf("the password leaked: %v", err)
+		}
 	}
 }

@@ -140,7 +140,9 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 	pipe := bridge.NewPipeline(readCtx, metrics)
 	var topology atomic.Pointer[bridge.Topology] // set once the mode is known to be cluster
 	var modeKnown atomic.Bool
-	ready := func() error {
+	// subscribed: every subscription is up (systemd's READY=1); ready adds
+	// the sinks' health (/readyz).
+	subscribed := func() error {
 		if !modeKnown.Load() {
 			return errors.New("not subscribed: asking the endpoint whether cluster mode is enabled")
 		}
@@ -148,8 +150,9 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 		if t := topology.Load(); t != nil {
 			errs = append(errs, t.Ready())
 		}
-		return errors.Join(append(errs, pipe.Ready(), relay.Healthy())...)
+		return errors.Join(append(errs, pipe.Ready())...)
 	}
+	ready := func() error { return errors.Join(subscribed(), relay.Healthy()) }
 	var srv *http.Server
 	if ln != nil {
 		srv = &http.Server{Handler: httpHandler(reg, pipe.Alive, ready, relay), ReadHeaderTimeout: 5 * time.Second}
@@ -167,6 +170,12 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 			hcancel()
 		}
 	}()
+
+	// systemd (Type=notify): READY=1 once subscribed (a sink that is down
+	// must not make systemd kill keyrelay at TimeoutStartSec: records
+	// wait for it), WATCHDOG=1 while /healthz says healthy, STOPPING=1 below.
+	notify := newNotifier(os.Getenv, log)
+	go notify.run(readCtx, subscribed, pipe.Alive)
 
 	mode, err := resolveMode(readCtx, cfg, opt, log)
 	if err != nil {
@@ -219,6 +228,7 @@ func runDaemon(ctx, abort context.Context, cfg *Config, stdout, stderr io.Writer
 	if elector != nil {
 		elector.Stopping() // a leader keeps its lease until it hands over
 	}
+	notify.stopping()
 	// Let every subscription drain (a second signal cuts that short), then
 	// report what the topology still had open.
 	if topoCh != nil {

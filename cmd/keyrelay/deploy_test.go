@@ -802,6 +802,9 @@ func TestDeployFilesKnown(t *testing.T) {
 		"systemd/keyrelay.service", "systemd/keyrelay.env.example",
 		// Checked by observability_test.go and promtool (make lint).
 		"prometheus/keyrelay-alerts.yaml", "prometheus/keyrelay-alerts.test.yaml", "grafana/keyrelay-dashboard.json",
+		// kubernetes_test.go
+		"kubernetes/deployment.yaml", "kubernetes/service.yaml", "kubernetes/serviceaccount.yaml",
+		"kubernetes/servicemonitor.yaml", "kubernetes/secret.example.yaml", "kubernetes/kustomization.yaml",
 	}
 	root := filepath.Join(repoRoot, "deploy")
 	name := regexp.MustCompile(`KEYRELAY_[A-Z0-9_]*[A-Z0-9]`)

@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/arn"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	awssns "github.com/aws/aws-sdk-go-v2/service/sns"
@@ -29,8 +32,8 @@ import (
 func buildSinks(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logger) ([]bridge.Sink, error) {
 	var sinks []bridge.Sink
 	var errs []error
-	var awsCfg *aws.Config
-	loadAWS := func() (*aws.Config, error) {
+	var awsCfg *awsSetup
+	loadAWS := func() (*awsSetup, error) {
 		if awsCfg == nil {
 			// The SDK's standard chain: AWS_REGION, AWS_PROFILE, the task
 			// role, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SQS/_SNS, …
@@ -44,7 +47,19 @@ func buildSinks(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logge
 			if err != nil {
 				return nil, fmt.Errorf("aws configuration: %w", err)
 			}
-			awsCfg = &c
+			var region string // from the instance metadata
+			if c.Region == "" && (slices.Contains(cfg.Sinks, sqs.Name) && sqsURLRegion(cfg.SQSQueueURL) == "" ||
+				slices.Contains(cfg.Sinks, sns.Name) && arnRegion(cfg.SNSTopicARN) == "") {
+				// Neither AWS_REGION nor a profile names the region, nor
+				// does a target: ask the instance metadata (EC2, ECS on
+				// EC2), as the SDK does for credentials.
+				if region, err = imdsRegion(ctx, httpClient); err != nil {
+					log.Warn("the AWS region is not set (AWS_REGION) and the instance metadata does not say it", "err", err)
+				} else {
+					log.Info("AWS region from the instance metadata", "region", region)
+				}
+			}
+			awsCfg = &awsSetup{c, region}
 		}
 		return awsCfg, nil
 	}
@@ -71,8 +86,8 @@ func buildSinks(ctx context.Context, cfg *Config, out io.Writer, log *slog.Logge
 // target that cannot be read yet is retried in the background (the sink's
 // Healthy reports it, its log lines explain it), and `keyrelay check`
 // reports it at once.
-func buildAWSSink(name string, cfg *Config, loadAWS func() (*aws.Config, error), log *slog.Logger) (bridge.Sink, error) {
-	awsCfg, err := loadAWS()
+func buildAWSSink(name string, cfg *Config, loadAWS func() (*awsSetup, error), log *slog.Logger) (bridge.Sink, error) {
+	setup, err := loadAWS()
 	if err != nil {
 		return nil, err
 	}
@@ -86,43 +101,91 @@ func buildAWSSink(name string, cfg *Config, loadAWS func() (*aws.Config, error),
 		Log:              log,
 	}
 	if name == sqs.Name {
-		return sqs.New(awssqs.NewFromConfig(*awsCfg, func(o *awssqs.Options) {
-			o.Region = regionOr(o.Region, sqsURLRegion(cfg.SQSQueueURL))
+		return sqs.New(awssqs.NewFromConfig(setup.cfg, func(o *awssqs.Options) {
+			o.Region = sinkRegion(o.Region, sqsURLRegion(cfg.SQSQueueURL), setup.imdsRegion)
 		}), cfg.SQSQueueURL, opt)
 	}
-	return sns.New(awssns.NewFromConfig(*awsCfg, func(o *awssns.Options) {
-		o.Region = regionOr(o.Region, arnRegion(cfg.SNSTopicARN))
+	return sns.New(awssns.NewFromConfig(setup.cfg, func(o *awssns.Options) {
+		o.Region = sinkRegion(o.Region, arnRegion(cfg.SNSTopicARN), setup.imdsRegion)
 	}), cfg.SNSTopicARN, opt)
 }
 
-// regionOr returns region, or else the target's own region: without
-// AWS_REGION (a plain EC2 instance) the queue URL or topic ARN still says
-// where the target is.
-func regionOr(region, fromTarget string) string {
-	if region != "" {
-		return region
-	}
-	return fromTarget
+// awsSetup is the SDK's configuration shared by the AWS sinks.
+type awsSetup struct {
+	cfg        aws.Config
+	imdsRegion string // the instance's region, read only when nothing else says it
 }
 
-// sqsURLRegion returns the region of https://sqs.REGION.amazonaws.com/…, or "".
+// sinkRegion picks a sink client's region: the configured one (AWS_REGION,
+// the profile's), else the target's own (its queue URL or topic ARN says
+// where it is, and requests must go there), else the instance's from the
+// instance metadata.
+func sinkRegion(configured, fromTarget, fromInstance string) string {
+	for _, r := range []string{configured, fromTarget} {
+		if r != "" {
+			return r
+		}
+	}
+	return fromInstance
+}
+
+// imdsRegion asks the EC2 instance metadata service for the region
+// (AWS_EC2_METADATA_DISABLED and AWS_EC2_METADATA_SERVICE_ENDPOINT apply),
+// for at most imdsRegionTimeout: off EC2 nothing answers.
+func imdsRegion(ctx context.Context, httpClient awsconfig.HTTPClient) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, imdsRegionTimeout)
+	defer cancel()
+	c, err := awsconfig.LoadDefaultConfig(ctx, awsconfig.WithHTTPClient(httpClient), awsconfig.WithEC2IMDSRegion())
+	if err != nil {
+		return "", err
+	}
+	if c.Region == "" {
+		return "", errors.New("the instance metadata names no region")
+	}
+	return c.Region, nil
+}
+
+// imdsRegionTimeout bounds the instance metadata request for the region.
+const imdsRegionTimeout = 3 * time.Second
+
+// sqsURLRegion returns the region a queue URL names, or "": the current form
+// https://sqs.REGION.amazonaws.com/…, an interface VPC endpoint's
+// https://vpce-ID.sqs.REGION.vpce.amazonaws.com/…, and the legacy
+// https://REGION.queue.amazonaws.com/… and https://queue.amazonaws.com/…
+// (us-east-1). Other hosts (an emulator) name none.
 func sqsURLRegion(queueURL string) string {
 	u, err := url.Parse(queueURL)
 	if err != nil {
 		return ""
 	}
-	parts := strings.Split(u.Hostname(), ".")
-	if len(parts) >= 4 && parts[0] == "sqs" && strings.HasPrefix(strings.Join(parts[2:], "."), "amazonaws.com") {
-		return parts[1]
+	host := u.Hostname()
+	if host == "queue.amazonaws.com" {
+		return "us-east-1"
+	}
+	rest, ok := strings.CutSuffix(host, ".amazonaws.com")
+	if !ok {
+		rest, ok = strings.CutSuffix(host, ".amazonaws.com.cn")
+	}
+	if !ok {
+		return ""
+	}
+	labels := strings.Split(rest, ".")
+	for i, l := range labels[:len(labels)-1] {
+		if l == "sqs" {
+			return labels[i+1]
+		}
+	}
+	if len(labels) == 2 && labels[1] == "queue" {
+		return labels[0]
 	}
 	return ""
 }
 
-// arnRegion returns the region of arn:PARTITION:sns:REGION:ACCOUNT:NAME, or "".
-func arnRegion(arn string) string {
-	parts := strings.Split(arn, ":")
-	if len(parts) == 6 && parts[0] == "arn" {
-		return parts[3]
+// arnRegion returns the region of an ARN (arn:PARTITION:sns:REGION:ACCOUNT:NAME), or "".
+func arnRegion(s string) string {
+	a, err := arn.Parse(s)
+	if err != nil {
+		return ""
 	}
-	return ""
+	return a.Region
 }
