@@ -25,12 +25,15 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/keyrelay /keyrelay
 COPY --from=build --chown=65532:65532 /out/spool /var/lib/keyrelay
 USER 65532:65532
-# The place for the durable spool, owned by the non-root user: set
-# KEYRELAY_SPOOL_DIR=/var/lib/keyrelay to use it (records then survive a
-# crash or a container restart as long as the volume does; on Fargate task
-# storage goes with the task: see docs/delivery.md). Not set by default
-# until the deploy kit mounts storage there: an unwritable spool directory
-# stops keyrelay at start.
+# The durable spool: records are written here before any sink sees them and
+# survive a crash or a container restart as long as the storage does. The
+# directory is owned by the non-root user; a Docker volume, and on ECS a bind
+# mount whose containerPath is this VOLUME path, start as a copy of it, owner
+# included (deploy/ecs and deploy/cloudformation mount task storage here).
+# Where a runtime ignores VOLUME (Kubernetes) and the root file system is
+# read-only, keyrelay stops at start (exit status 2): mount storage or set KEYRELAY_SPOOL_DIR=""
+# (records then wait in memory). What survives where: docs/deployment.md.
+ENV KEYRELAY_SPOOL_DIR=/var/lib/keyrelay
 VOLUME /var/lib/keyrelay
 # /healthz, /readyz and /metrics (KEYRELAY_HTTP_ADDR, default :9180).
 EXPOSE 9180

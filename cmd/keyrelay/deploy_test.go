@@ -124,6 +124,10 @@ func makeBuildLine(t *testing.T) string {
 	return line
 }
 
+// spoolDir is where the image, the ECS task definitions and the systemd
+// unit (StateDirectory=keyrelay) keep the durable spool.
+const spoolDir = "/var/lib/keyrelay"
+
 // TestDockerfile is the Dockerfile lint CI can run without a Docker engine:
 // a multi-stage build whose go build line is the Makefile's, a static
 // (CGO_ENABLED=0), trimmed, version-stamped binary on a distroless non-root
@@ -217,16 +221,20 @@ func TestDockerfile(t *testing.T) {
 		!strings.HasPrefix(c[1].Args, "--from=build --chown=65532:65532 ") || !strings.HasSuffix(c[1].Args, " /var/lib/keyrelay") {
 		t.Errorf("runtime stage should COPY --from=build the binary to /keyrelay and the spool directory to /var/lib/keyrelay (owned by 65532): %v", c)
 	}
-	if e := got["ENV"]; len(e) != 0 {
-		t.Errorf("want no ENV (the spool is opt-in: KEYRELAY_SPOOL_DIR=/var/lib/keyrelay), have %v", e)
+	// The spool: set, declared a volume (ECS copies the image's directory,
+	// its owner included, into a bind mount at the VOLUME path).
+	if e := got["ENV"]; len(e) != 1 || e[0].Args != "KEYRELAY_SPOOL_DIR="+spoolDir {
+		t.Errorf("want ENV KEYRELAY_SPOOL_DIR=%s (the spool), have %v", spoolDir, e)
 	}
-	if v := got["VOLUME"]; len(v) != 1 || v[0].Args != "/var/lib/keyrelay" {
-		t.Errorf("want VOLUME /var/lib/keyrelay (the spool), have %v", v)
+	if v := got["VOLUME"]; len(v) != 1 || v[0].Args != spoolDir {
+		t.Errorf("want VOLUME %s (the spool), have %v", spoolDir, v)
 	}
 	if u := got["USER"]; len(u) != 1 {
 		t.Error("runtime stage sets no USER")
 	} else if user, _, _ := strings.Cut(u[0].Args, ":"); user == "root" || user == "0" {
 		t.Errorf("USER %s is root", u[0].Args)
+	} else if u[0].Args != "65532:65532" {
+		t.Errorf("USER %s, want 65532:65532 (the owner of %s)", u[0].Args, spoolDir)
 	}
 	if e := got["ENTRYPOINT"]; len(e) != 1 || !slices.Equal(execForm(t, e[0]), []string{"/keyrelay"}) {
 		t.Errorf(`want ENTRYPOINT ["/keyrelay"], have %v`, e)
@@ -535,7 +543,55 @@ func checkContainer(t *testing.T, file string, c any, key func(string) string) {
 		t.Errorf("%s: stopTimeout %ds is above Fargate's maximum of 120 s", file, stop)
 	}
 	if get(c, key("ReadonlyRootFilesystem")) != true {
-		t.Errorf("%s: the root file system should be read-only (keyrelay writes no files)", file)
+		t.Errorf("%s: the root file system should be read-only (keyrelay writes only its spool, on a volume)", file)
+	}
+}
+
+// checkSpool checks that an ECS task definition mounts task storage at the
+// spool directory and restarts a crashed container in its task: the spool
+// variable names the mount; the volume has only a name (a bind mount of the
+// task's storage: no host path, EFS or Docker volume) and is mounted at the
+// image's VOLUME path, so that ECS copies the image's directory and its
+// owner; the restart policy is on with the shortest attempt period.
+func checkSpool(t *testing.T, file string, td, c any, key func(string) string) {
+	t.Helper()
+	if dir := containerEnv(c)["KEYRELAY_SPOOL_DIR"]; dir != spoolDir {
+		t.Errorf("%s: KEYRELAY_SPOOL_DIR=%v, want %s", file, dir, spoolDir)
+	}
+	var source any
+	for _, m := range asList(get(c, key("MountPoints"))) {
+		if get(m, key("ContainerPath")) == spoolDir {
+			source = get(m, key("SourceVolume"))
+			if ro := get(m, key("ReadOnly")); ro != nil && ro != false {
+				t.Errorf("%s: the spool's mount point is read-only", file)
+			}
+		}
+	}
+	if source == nil {
+		t.Errorf("%s: nothing is mounted at %s", file, spoolDir)
+	}
+	found := false
+	for _, v := range asList(get(td, key("Volumes"))) {
+		if get(v, key("Name")) != source {
+			continue
+		}
+		found = true
+		if m, _ := v.(map[string]any); len(m) != 1 {
+			t.Errorf("%s: volume %v: %v, want only a name (a bind mount of the task's storage: no host path, EFS or Docker volume)", file, source, v)
+		}
+	}
+	if !found {
+		t.Errorf("%s: the spool's mount names volume %v, which the task definition does not declare", file, source)
+	}
+	rp := get(c, key("RestartPolicy"))
+	if get(rp, key("Enabled")) != true {
+		t.Errorf("%s: no container restart policy (a crash would replace the task and lose its spool)", file)
+	}
+	if p := fmt.Sprint(get(rp, key("RestartAttemptPeriod"))); p != "60" {
+		t.Errorf("%s: restartAttemptPeriod %s, want 60 (the shortest ECS allows; default 300)", file, p)
+	}
+	if codes := fmt.Sprint(get(rp, key("IgnoredExitCodes"))); codes != "[2]" {
+		t.Errorf("%s: ignoredExitCodes %s, want [2] (a configuration error, which a restart does not fix)", file, codes)
 	}
 }
 
@@ -603,6 +659,7 @@ func TestDeployCloudFormation(t *testing.T) {
 		t.Fatalf("want one container, have %d", len(containers))
 	}
 	checkContainer(t, file, containers[0], ident)
+	checkSpool(t, file, td, containers[0], ident)
 	env := containerEnv(containers[0])
 	if !reflect.DeepEqual(env["KEYRELAY_REDIS_PASSWORD"], map[string]any{"Fn::If": []any{"SecretIsJson",
 		map[string]any{"Fn::Sub": "${AuthTokenSecretArn}:${AuthTokenSecretJsonKey}::"}, map[string]any{"Ref": "AuthTokenSecretArn"}}}) {
@@ -658,6 +715,7 @@ func TestDeployECSTaskDefinition(t *testing.T) {
 	}
 	lower := func(s string) string { return strings.ToLower(s[:1]) + s[1:] }
 	checkContainer(t, file, containers[0], lower)
+	checkSpool(t, file, td, containers[0], lower)
 	if _, ok := containerEnv(containers[0])["KEYRELAY_REDIS_PASSWORD"]; !ok {
 		t.Error("the AUTH token should come from Secrets Manager as KEYRELAY_REDIS_PASSWORD")
 	}
@@ -766,6 +824,11 @@ func TestDeploySystemd(t *testing.T) {
 	}
 	if stop, sd := systemdTime(t, one("TimeoutStopSec")), shutdownTimeout(t, env); stop <= sd {
 		t.Errorf("TimeoutStopSec=%s is not above KEYRELAY_SHUTDOWN_TIMEOUT %s", stop, sd)
+	}
+	// The spool in the unit's state directory: created by systemd for the
+	// dynamic user, kept across restarts and reboots.
+	if dir := "/var/lib/" + one("StateDirectory"); set["KEYRELAY_SPOOL_DIR"] != dir || dir != spoolDir {
+		t.Errorf("KEYRELAY_SPOOL_DIR=%s in keyrelay.env.example, StateDirectory=%s: want both %s", set["KEYRELAY_SPOOL_DIR"], one("StateDirectory"), spoolDir)
 	}
 	for _, m := range []map[string]string{set, commented} {
 		for k := range m {
