@@ -703,6 +703,16 @@ func TestDeployCloudFormation(t *testing.T) {
 			t.Errorf("condition %s is missing", c)
 		}
 	}
+
+	// cfn-lint, where installed (not in CI): the resource schemas, the
+	// intrinsic functions, the parameters' use.
+	if path, err := exec.LookPath("cfn-lint"); err == nil {
+		cmd := exec.Command(path, file)
+		cmd.Dir = repoRoot
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("cfn-lint %s: %v\n%s", file, err, out)
+		}
+	}
 }
 
 // TestDeployECSTaskDefinition checks the plain task definition.
@@ -887,5 +897,213 @@ func TestDeployFilesKnown(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// emfMetrics are the metrics of keyrelay's CloudWatch embedded-metric-format
+// line (namespace keyrelay, dimension Service=KEYRELAY_NAME), by the
+// statistic the stack reads them with: counters per interval, states 1/0.
+var emfMetrics = map[string]string{
+	"Received": "Sum", "Delivered": "Sum", "Dropped": "Sum", "Rejected": "Sum", "Gaps": "Sum",
+	"BufferFill": "Maximum", "Subscribed": "Minimum", "SinksUp": "Minimum", "Leader": "Maximum",
+}
+
+// cfnString renders a template value the way CloudFormation would, for the
+// given condition values: Fn::Join, Fn::Sub (with its variable map), Fn::If;
+// a Ref, Fn::GetAtt, Fn::Select or an unknown ${name} becomes <name>.
+func cfnString(t *testing.T, v any, conds map[string]bool, vars map[string]string) string {
+	t.Helper()
+	switch x := v.(type) {
+	case string:
+		return x
+	case int:
+		return strconv.Itoa(x)
+	case map[string]any:
+		if len(x) != 1 {
+			break
+		}
+		for fn, arg := range x {
+			args := asList(arg)
+			switch fn {
+			case "Ref":
+				if s, ok := vars[arg.(string)]; ok {
+					return s
+				}
+				return "<" + arg.(string) + ">"
+			case "Fn::GetAtt":
+				return "<" + fmt.Sprint(args...) + ">"
+			case "Fn::If":
+				if conds[args[0].(string)] {
+					return cfnString(t, args[1], conds, vars)
+				}
+				return cfnString(t, args[2], conds, vars)
+			case "Fn::Join":
+				var parts []string
+				for _, p := range asList(args[1]) {
+					parts = append(parts, cfnString(t, p, conds, vars))
+				}
+				return strings.Join(parts, args[0].(string))
+			case "Fn::Select":
+				return "<selected>"
+			case "Fn::Sub":
+				local := map[string]string{}
+				for k, v := range vars {
+					local[k] = v
+				}
+				if len(args) == 2 {
+					for k, v := range args[1].(map[string]any) {
+						local[k] = cfnString(t, v, conds, vars)
+					}
+				}
+				return regexp.MustCompile(`\$\{([^}!]+)\}`).ReplaceAllStringFunc(args[0].(string), func(m string) string {
+					name := m[2 : len(m)-1]
+					if s, ok := local[name]; ok {
+						return s
+					}
+					return "<" + name + ">"
+				})
+			}
+		}
+	}
+	t.Fatalf("cannot render %v", v)
+	return ""
+}
+
+// TestDeployCloudWatch checks the stack's alarms and dashboard against the
+// EMF metrics: every keyrelay alarm and widget names a metric keyrelay writes,
+// with the dimension Service=KEYRELAY_NAME as the task sets it; the alarms
+// are the ones the contract lists (gaps, dropped, rejected: Sum > 0; sinks
+// up, subscribed: Minimum < 1 for 3 × 60 s, missing data breaching; the
+// dead-letter queue's depth and the queue's oldest message) and notify the
+// optional topic; the dashboard body is JSON for every condition.
+func TestDeployCloudWatch(t *testing.T) {
+	file := "deploy/cloudformation/keyrelay.yaml"
+	tpl := loadYAML(t, filepath.Join(repoRoot, file))
+	resources := get(tpl, "Resources").(map[string]any)
+	container := asList(get(resources, "TaskDefinition", "Properties", "ContainerDefinitions"))[0]
+	name := containerEnv(container)["KEYRELAY_NAME"]
+	if name == nil {
+		t.Fatal("the task does not set KEYRELAY_NAME, the metrics' Service dimension")
+	}
+	topic := map[string]any{"Fn::If": []any{"HasAlarmTopic", []any{map[string]any{"Ref": "AlarmTopicArn"}}, map[string]any{"Ref": "AWS::NoValue"}}}
+
+	type alarm struct{ stat, op, threshold, periods, missing, condition string }
+	alarms := map[string]alarm{}
+	for id, r := range resources {
+		if get(r, "Type") != "AWS::CloudWatch::Alarm" {
+			continue
+		}
+		p := get(r, "Properties")
+		ns, metric := get(p, "Namespace"), fmt.Sprint(get(p, "MetricName"))
+		dims := asList(get(p, "Dimensions"))
+		switch ns {
+		case "keyrelay":
+			if _, ok := emfMetrics[metric]; !ok {
+				t.Errorf("alarm %s: keyrelay writes no metric %s", id, metric)
+			}
+			if len(dims) != 1 || get(dims[0], "Name") != "Service" || !reflect.DeepEqual(get(dims[0], "Value"), name) {
+				t.Errorf("alarm %s: dimensions %v, want Service = the task's KEYRELAY_NAME %v", id, dims, name)
+			}
+		case "AWS/SQS":
+			if len(dims) != 1 || get(dims[0], "Name") != "QueueName" {
+				t.Errorf("alarm %s: dimensions %v, want QueueName", id, dims)
+			}
+		default:
+			t.Errorf("alarm %s: namespace %v", id, ns)
+		}
+		if fmt.Sprint(get(p, "Period")) != "60" {
+			t.Errorf("alarm %s: period %v, want 60 s (the metric interval)", id, get(p, "Period"))
+		}
+		if !reflect.DeepEqual(get(p, "AlarmActions"), topic) || !reflect.DeepEqual(get(p, "OKActions"), topic) {
+			t.Errorf("alarm %s: AlarmActions and OKActions should be the AlarmTopicArn when given", id)
+		}
+		key := fmt.Sprint(ns, " ", metric)
+		if _, dup := alarms[key]; dup {
+			t.Errorf("two alarms on %s", key)
+		}
+		cond, _ := get(r, "Condition").(string)
+		alarms[key] = alarm{fmt.Sprint(get(p, "Statistic")), fmt.Sprint(get(p, "ComparisonOperator")), fmt.Sprint(get(p, "Threshold")),
+			fmt.Sprint(get(p, "EvaluationPeriods"), "/", get(p, "DatapointsToAlarm")), fmt.Sprint(get(p, "TreatMissingData")), cond}
+	}
+	want := map[string]alarm{
+		"keyrelay Gaps":     {"Sum", "GreaterThanThreshold", "0", "1/<nil>", "notBreaching", ""},
+		"keyrelay Dropped":  {"Sum", "GreaterThanThreshold", "0", "1/<nil>", "notBreaching", ""},
+		"keyrelay Rejected": {"Sum", "GreaterThanThreshold", "0", "1/<nil>", "notBreaching", ""},
+		// No metric line for 3 minutes means keyrelay is not running.
+		"keyrelay SinksUp":                           {"Minimum", "LessThanThreshold", "1", "3/3", "breaching", ""},
+		"keyrelay Subscribed":                        {"Minimum", "LessThanThreshold", "1", "3/3", "breaching", ""},
+		"AWS/SQS ApproximateNumberOfMessagesVisible": {"Maximum", "GreaterThanThreshold", "0", "1/<nil>", "notBreaching", "CreateQueue"},
+		"AWS/SQS ApproximateAgeOfOldestMessage":      {"Maximum", "GreaterThanThreshold", "map[Ref:OldestMessageAgeSeconds]", "5/5", "notBreaching", ""},
+	}
+	for k, w := range want {
+		if g, ok := alarms[k]; !ok {
+			t.Errorf("no alarm on %s", k)
+		} else if g != w {
+			t.Errorf("alarm on %s: %+v, want %+v", k, g, w)
+		}
+	}
+	for k := range alarms {
+		if _, ok := want[k]; !ok && k != "keyrelay Leader" {
+			t.Errorf("alarm on %s is not checked here", k)
+		}
+	}
+
+	// The dashboard, rendered for each way the queue and the name can be set.
+	body := get(resources, "Dashboard", "Properties", "DashboardBody")
+	for _, createQueue := range []bool{true, false} {
+		conds := map[string]bool{"CreateQueue": createQueue, "NameIsStackName": true}
+		wantName := cfnString(t, name, conds, nil)
+		rendered := cfnString(t, body, conds, nil)
+		var dash struct {
+			Widgets []struct {
+				Type       string
+				Properties struct {
+					Title, Region, Stat string
+					Metrics             [][]any
+				}
+			}
+		}
+		if err := json.Unmarshal([]byte(rendered), &dash); err != nil {
+			t.Fatalf("CreateQueue=%v: the dashboard body is not JSON: %v\n%s", createQueue, err, rendered)
+		}
+		seen := map[string]bool{}
+		for _, w := range dash.Widgets {
+			if w.Type != "metric" || w.Properties.Region != "<AWS::Region>" || w.Properties.Title == "" {
+				t.Errorf("widget %q: type %s, region %s", w.Properties.Title, w.Type, w.Properties.Region)
+			}
+			for _, m := range w.Properties.Metrics {
+				if len(m) < 4 {
+					t.Errorf("widget %q: metric %v", w.Properties.Title, m)
+					continue
+				}
+				ns, metric, dim, val := m[0], fmt.Sprint(m[1]), m[2], m[3]
+				seen[fmt.Sprint(ns, " ", metric)] = true
+				switch ns {
+				case "keyrelay":
+					if stat, ok := emfMetrics[metric]; !ok {
+						t.Errorf("widget %q: keyrelay writes no metric %s", w.Properties.Title, metric)
+					} else if stat != w.Properties.Stat {
+						t.Errorf("widget %q: %s read with %s, want %s", w.Properties.Title, metric, w.Properties.Stat, stat)
+					}
+					if dim != "Service" || val != wantName {
+						t.Errorf("widget %q: %s %v=%v, want Service=%s", w.Properties.Title, metric, dim, val, wantName)
+					}
+				case "AWS/SQS":
+					if dim != "QueueName" {
+						t.Errorf("widget %q: %s by %v", w.Properties.Title, metric, dim)
+					}
+				default:
+					t.Errorf("widget %q: namespace %v", w.Properties.Title, ns)
+				}
+			}
+		}
+		for _, m := range []string{"Received", "Delivered", "Gaps", "Dropped", "Rejected", "BufferFill", "Subscribed", "SinksUp"} {
+			if !seen["keyrelay "+m] {
+				t.Errorf("the dashboard does not show %s", m)
+			}
+		}
+		if !seen["AWS/SQS ApproximateAgeOfOldestMessage"] || seen["AWS/SQS ApproximateNumberOfMessagesVisible"] != createQueue {
+			t.Errorf("CreateQueue=%v: the dashboard shows %v", createQueue, seen)
+		}
 	}
 }
