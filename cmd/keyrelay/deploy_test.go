@@ -547,6 +547,28 @@ func checkContainer(t *testing.T, file string, c any, key func(string) string) {
 	}
 }
 
+// checkMemoryLimit: the task definition sets GOMEMLIMIT to about 90 % of the
+// task's memory (MiB), so the garbage collector works harder before the
+// task is killed for memory.
+func checkMemoryLimit(t *testing.T, file string, td, c any, key func(string) string) {
+	t.Helper()
+	mem, err := strconv.Atoi(fmt.Sprint(get(td, key("Memory"))))
+	if err != nil {
+		t.Fatalf("%s: task memory %v: %v", file, get(td, key("Memory")), err)
+	}
+	lim, _ := containerEnv(c)["GOMEMLIMIT"].(string)
+	m := regexp.MustCompile(`^(\d+)(B|KiB|MiB|GiB)?$`).FindStringSubmatch(lim)
+	if m == nil {
+		t.Errorf("%s: GOMEMLIMIT=%q, want about 90 %% of the task's %d MiB (e.g. %dMiB)", file, lim, mem, mem*9/10)
+		return
+	}
+	n, _ := strconv.ParseFloat(m[1], 64)
+	n *= map[string]float64{"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[m[2]]
+	if r := n / float64(mem<<20); r < 0.85 || r > 0.95 {
+		t.Errorf("%s: GOMEMLIMIT=%s is %.0f %% of the task's %d MiB, want about 90 %%", file, lim, r*100, mem)
+	}
+}
+
 // checkSpool checks that an ECS task definition mounts task storage at the
 // spool directory and restarts a crashed container in its task: the spool
 // variable names the mount; the volume has only a name (a bind mount of the
@@ -590,8 +612,8 @@ func checkSpool(t *testing.T, file string, td, c any, key func(string) string) {
 	if p := fmt.Sprint(get(rp, key("RestartAttemptPeriod"))); p != "60" {
 		t.Errorf("%s: restartAttemptPeriod %s, want 60 (the shortest ECS allows; default 300)", file, p)
 	}
-	if codes := fmt.Sprint(get(rp, key("IgnoredExitCodes"))); codes != "[2]" {
-		t.Errorf("%s: ignoredExitCodes %s, want [2] (a configuration error, which a restart does not fix)", file, codes)
+	if codes := fmt.Sprint(get(rp, key("IgnoredExitCodes"))); codes != "[0 2]" {
+		t.Errorf("%s: ignoredExitCodes %s, want [0 2] (a stop keyrelay was asked for; a configuration error, which a restart does not fix)", file, codes)
 	}
 }
 
@@ -660,6 +682,7 @@ func TestDeployCloudFormation(t *testing.T) {
 	}
 	checkContainer(t, file, containers[0], ident)
 	checkSpool(t, file, td, containers[0], ident)
+	checkMemoryLimit(t, file, td, containers[0], ident)
 	env := containerEnv(containers[0])
 	if !reflect.DeepEqual(env["KEYRELAY_REDIS_PASSWORD"], map[string]any{"Fn::If": []any{"SecretIsJson",
 		map[string]any{"Fn::Sub": "${AuthTokenSecretArn}:${AuthTokenSecretJsonKey}::"}, map[string]any{"Ref": "AuthTokenSecretArn"}}}) {
@@ -704,6 +727,52 @@ func TestDeployCloudFormation(t *testing.T) {
 		}
 	}
 
+	// Outputs: the task definition, and a check command that runs as written.
+	outputs := get(tpl, "Outputs").(map[string]any)
+	if !reflect.DeepEqual(get(outputs, "TaskDefinitionArn", "Value"), map[string]any{"Ref": "TaskDefinition"}) {
+		t.Errorf("output TaskDefinitionArn: %v", get(outputs, "TaskDefinitionArn"))
+	}
+	vars := map[string]string{
+		"AWS::Region": "us-east-1", "Cluster": "keyrelay-my-cache-Cluster-AbC123", "SubnetIds": "subnet-0aaaaaaaaaaaaaaaa",
+		"TaskDefinition":    "arn:aws:ecs:us-east-1:123456789012:task-definition/keyrelay-my-cache-keyrelay:1",
+		"TaskSecurityGroup": "sg-0123456789abcdef0", "AssignPublicIp": "DISABLED", "LogGroup": "/ecs/keyrelay-my-cache/keyrelay",
+	}
+	check := cfnString(t, get(outputs, "CheckCommand", "Value"), nil, vars)
+	for _, want := range []string{
+		"aws ecs run-task ", " --cluster " + vars["Cluster"] + " ", " --launch-type FARGATE ", " --task-definition " + vars["TaskDefinition"] + " ",
+		" --network-configuration 'awsvpcConfiguration={subnets=[" + vars["SubnetIds"] + "],securityGroups=[" + vars["TaskSecurityGroup"] + "],assignPublicIp=DISABLED}' ",
+	} {
+		if !strings.Contains(check, want) {
+			t.Errorf("CheckCommand lacks %q:\n%s", want, check)
+		}
+	}
+	if m := regexp.MustCompile(`--overrides '([^']*)'`).FindStringSubmatch(check); m == nil {
+		t.Errorf("CheckCommand has no --overrides: %s", check)
+	} else {
+		var o struct {
+			ContainerOverrides []struct {
+				Name    string
+				Command []string
+			}
+		}
+		if err := json.Unmarshal([]byte(m[1]), &o); err != nil || len(o.ContainerOverrides) != 1 ||
+			o.ContainerOverrides[0].Name != get(containers[0], "Name") || !slices.Equal(o.ContainerOverrides[0].Command, []string{"check"}) {
+			t.Errorf("CheckCommand overrides %s (%v): want the container %v with command [check]", m[1], err, get(containers[0], "Name"))
+		}
+	}
+	// The AWS CLI, where installed, validates the parameters before it
+	// looks for credentials: with none, a valid command fails only there.
+	if path, err := exec.LookPath("aws"); err == nil {
+		home := t.TempDir()
+		cmd := exec.Command("sh", "-c", strings.Replace(check, "aws ", path+" ", 1))
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "AWS_CONFIG_FILE=" + filepath.Join(home, "none"),
+			"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(home, "none"), "AWS_EC2_METADATA_DISABLED=true"}
+		out, _ := cmd.CombinedOutput()
+		if !strings.Contains(string(out), "Unable to locate credentials") {
+			t.Errorf("aws rejects CheckCommand:\n%s\n%s", check, out)
+		}
+	}
+
 	// cfn-lint, where installed (not in CI): the resource schemas, the
 	// intrinsic functions, the parameters' use.
 	if path, err := exec.LookPath("cfn-lint"); err == nil {
@@ -726,6 +795,7 @@ func TestDeployECSTaskDefinition(t *testing.T) {
 	lower := func(s string) string { return strings.ToLower(s[:1]) + s[1:] }
 	checkContainer(t, file, containers[0], lower)
 	checkSpool(t, file, td, containers[0], lower)
+	checkMemoryLimit(t, file, td, containers[0], lower)
 	if _, ok := containerEnv(containers[0])["KEYRELAY_REDIS_PASSWORD"]; !ok {
 		t.Error("the AUTH token should come from Secrets Manager as KEYRELAY_REDIS_PASSWORD")
 	}
@@ -754,6 +824,82 @@ func TestDeployIAMPolicies(t *testing.T) {
 	res := fmt.Sprint(get(asList(doc["Statement"])[0], "Resource"))
 	if !strings.Contains(res, ":replicationgroup:") || !strings.Contains(res, ":user:") {
 		t.Errorf("elasticache:Connect needs the replication group and the user ARN, has %s", res)
+	}
+
+	// The plain task definition's execution role: what the stack's grants,
+	// on the log group and the secret the task definition names.
+	tpl := loadYAML(t, filepath.Join(repoRoot, "deploy/cloudformation/keyrelay.yaml"))
+	var stackExec []string
+	for _, acts := range iamActions(t, get(asList(get(tpl, "Resources", "ExecutionRole", "Properties", "Policies"))[0], "PolicyDocument")) {
+		stackExec = append(stackExec, acts...)
+	}
+	execDoc := loadJSON(t, filepath.Join(repoRoot, "deploy/iam/ecs-execution-policy.json"))
+	var execActs []string
+	for _, acts := range iamActions(t, execDoc) {
+		execActs = append(execActs, acts...)
+	}
+	if !sameSet(execActs, stackExec) {
+		t.Errorf("ecs-execution-policy.json grants %v, want the stack's execution role's %v", execActs, stackExec)
+	}
+	td := loadJSON(t, filepath.Join(repoRoot, "deploy/ecs/task-definition.json"))
+	c := asList(td["containerDefinitions"])[0]
+	logGroup := fmt.Sprint(get(c, "logConfiguration", "options", "awslogs-group"))
+	secret := fmt.Sprint(get(asList(get(c, "secrets"))[0], "valueFrom"))
+	for _, st := range asList(execDoc["Statement"]) {
+		res := fmt.Sprint(get(st, "Resource"))
+		switch acts := asList(get(st, "Action")); {
+		case slices.Contains(acts, any("logs:PutLogEvents")) && !strings.HasSuffix(res, ":log-group:"+logGroup+":*"):
+			t.Errorf("ecs-execution-policy.json: logs on %s, want the task definition's log group %s", res, logGroup)
+		case slices.Contains(acts, any("secretsmanager:GetSecretValue")) && res != secret:
+			t.Errorf("ecs-execution-policy.json: GetSecretValue on %s, want the task definition's secret %s", res, secret)
+		case slices.Contains(acts, any("ecr:BatchGetImage")) && !strings.HasSuffix(res, ":repository/keyrelay"):
+			t.Errorf("ecs-execution-policy.json: pulls from %s, want the repository keyrelay", res)
+		}
+	}
+	for _, role := range []string{"executionRoleArn", "taskRoleArn"} {
+		if !regexp.MustCompile(`^arn:aws:iam::<ACCOUNT_ID>:role/keyrelay-(execution|task)$`).MatchString(fmt.Sprint(td[role])) {
+			t.Errorf("task-definition.json %s %v: want the role docs/deployment.md creates", role, td[role])
+		}
+	}
+
+	// The roles' trust policy: ECS tasks, as in the stack.
+	trust := asList(loadJSON(t, filepath.Join(repoRoot, "deploy/iam/ecs-tasks-trust-policy.json"))["Statement"])
+	stackTrust := asList(get(tpl, "Resources", "ExecutionRole", "Properties", "AssumeRolePolicyDocument", "Statement"))
+	if len(trust) != 1 || get(trust[0], "Effect") != "Allow" || get(trust[0], "Action") != "sts:AssumeRole" ||
+		!reflect.DeepEqual(get(trust[0], "Principal"), get(stackTrust[0], "Principal")) ||
+		get(trust[0], "Condition", "ArnLike", "aws:SourceArn") == nil {
+		t.Errorf("ecs-tasks-trust-policy.json: %v, want ecs-tasks.amazonaws.com may assume the role, for this account's tasks", trust)
+	}
+}
+
+// TestDeployCheckCommands: the documented EC2 check runs keyrelay check with
+// the unit's environment file through systemd (which reads the file as the
+// unit does: AUTH tokens may hold & < > $), never by a shell sourcing it.
+func TestDeployCheckCommands(t *testing.T) {
+	for _, file := range []string{"deploy/systemd/keyrelay.env.example", "docs/deployment.md", "deploy/systemd/keyrelay.service"} {
+		b, err := os.ReadFile(filepath.Join(repoRoot, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := strings.ReplaceAll(string(b), "\\\n", " ")
+		if regexp.MustCompile(`(?m)\. /etc/keyrelay/keyrelay\.env|source /etc/keyrelay`).MatchString(text) {
+			t.Errorf("%s sources the environment file with a shell", file)
+		}
+		found := false
+		for _, line := range strings.Split(text, "\n") {
+			if !strings.Contains(line, "keyrelay check") || !strings.Contains(line, "systemd-run") {
+				continue
+			}
+			found = true
+			for _, want := range []string{"--wait", "--pipe", "--property=EnvironmentFile=/etc/keyrelay/keyrelay.env", "--property=DynamicUser=yes"} {
+				if !strings.Contains(line, want) {
+					t.Errorf("%s: the check command lacks %s: %s", file, want, strings.TrimSpace(line))
+				}
+			}
+		}
+		if !found && file != "deploy/systemd/keyrelay.service" {
+			t.Errorf("%s shows no systemd-run … keyrelay check", file)
+		}
 	}
 }
 
@@ -872,6 +1018,7 @@ func TestDeployFilesKnown(t *testing.T) {
 	covered := []string{
 		"cloudformation/keyrelay.yaml", "ecs/task-definition.json",
 		"iam/ec2-policy.json", "iam/elasticache-iam-auth-policy.json",
+		"iam/ecs-execution-policy.json", "iam/ecs-tasks-trust-policy.json",
 		"systemd/keyrelay.service", "systemd/keyrelay.env.example",
 	}
 	root := filepath.Join(repoRoot, "deploy")
