@@ -159,13 +159,21 @@ func TestDockerfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	goVer := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindStringSubmatch(string(gomod))
-	if want := "golang:" + goVer[1] + "-bookworm AS build"; build[0].Args != want {
+	// It runs on the builder's platform and cross-compiles for the target
+	// (docker buildx build --platform linux/amd64,linux/arm64).
+	if want := "--platform=$BUILDPLATFORM golang:" + goVer[1] + "-bookworm AS build"; build[0].Args != want {
 		t.Errorf("build stage FROM %q, want %q (go.mod says go %s)", build[0].Args, want, goVer[1])
 	}
 	var buildLine string
 	copied := map[string]bool{}
+	buildArgs := map[string]bool{}
 	for _, in := range build {
 		switch {
+		case in.Cmd == "ARG":
+			for _, a := range strings.Fields(in.Args) {
+				name, _, _ := strings.Cut(a, "=")
+				buildArgs[name] = true
+			}
 		case in.Cmd == "RUN" && strings.Contains(in.Args, "go build"):
 			buildLine = in.Args
 		case in.Cmd == "COPY":
@@ -182,6 +190,16 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf("go build line %q lacks %q", buildLine, want)
 		}
 	}
+	for _, a := range []string{"TARGETOS", "TARGETARCH", "VERSION"} {
+		if !buildArgs[a] {
+			t.Errorf("build stage declares no ARG %s", a)
+		}
+	}
+	cross := "GOOS=${TARGETOS} GOARCH=${TARGETARCH} "
+	if !strings.Contains(buildLine, cross) {
+		t.Errorf("go build line %q does not build for the target platform (%s)", buildLine, cross)
+	}
+	buildLine = strings.Replace(buildLine, cross, "", 1)
 	if got, want := goBuildFlags(buildLine), goBuildFlags(makeBuildLine(t)); got != want {
 		t.Errorf("Dockerfile and Makefile build differently:\n Dockerfile: %s\n Makefile:   %s", got, want)
 	}
@@ -235,6 +253,30 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("USER %s is root", u[0].Args)
 	} else if u[0].Args != "65532:65532" {
 		t.Errorf("USER %s, want 65532:65532 (the owner of %s)", u[0].Args, spoolDir)
+	}
+	// OCI labels: where the image comes from, which version and commit.
+	labels := map[string]string{}
+	for _, in := range got["LABEL"] {
+		for _, m := range regexp.MustCompile(`([\w.-]+)="([^"]*)"`).FindAllStringSubmatch(in.Args, -1) {
+			labels[m[1]] = m[2]
+		}
+	}
+	runtimeArgs := map[string]bool{}
+	for _, in := range got["ARG"] {
+		name, _, _ := strings.Cut(in.Args, "=")
+		runtimeArgs[name] = true
+	}
+	for k, want := range map[string]string{
+		"title": "keyrelay", "source": "https://github.com/keyrelay/keyrelay", "version": "${VERSION}", "revision": "${REVISION}",
+		"licenses": "", "description": "", "url": "",
+	} {
+		v, ok := labels["org.opencontainers.image."+k]
+		if !ok || v == "" || (want != "" && v != want) {
+			t.Errorf("LABEL org.opencontainers.image.%s=%q, want %q", k, v, want)
+		}
+		if strings.HasPrefix(want, "${") && !runtimeArgs[strings.Trim(want, "${}")] {
+			t.Errorf("the runtime stage declares no ARG %s for its label %s", strings.Trim(want, "${}"), k)
+		}
 	}
 	if e := got["ENTRYPOINT"]; len(e) != 1 || !slices.Equal(execForm(t, e[0]), []string{"/keyrelay"}) {
 		t.Errorf(`want ENTRYPOINT ["/keyrelay"], have %v`, e)
@@ -1020,6 +1062,7 @@ func TestDeployFilesKnown(t *testing.T) {
 		"iam/ec2-policy.json", "iam/elasticache-iam-auth-policy.json",
 		"iam/ecs-execution-policy.json", "iam/ecs-tasks-trust-policy.json",
 		"systemd/keyrelay.service", "systemd/keyrelay.env.example",
+		"release/goreleaser.yaml", "release/keyrelay-package.conf",
 	}
 	root := filepath.Join(repoRoot, "deploy")
 	name := regexp.MustCompile(`KEYRELAY_[A-Z0-9_]*[A-Z0-9]`)
@@ -1252,5 +1295,211 @@ func TestDeployCloudWatch(t *testing.T) {
 		if !seen["AWS/SQS ApproximateAgeOfOldestMessage"] || seen["AWS/SQS ApproximateNumberOfMessagesVisible"] != createQueue {
 			t.Errorf("CreateQueue=%v: the dashboard shows %v", createQueue, seen)
 		}
+	}
+}
+
+// goreleaserConfig is the part of a GoReleaser v2 configuration that
+// deploy/release/goreleaser.yaml uses (decoded with KnownFields: a key
+// outside it fails the test, so a typo cannot hide).
+type goreleaserConfig struct {
+	Version     int    `yaml:"version"`
+	ProjectName string `yaml:"project_name"`
+	Before      struct {
+		Hooks []string `yaml:"hooks"`
+	} `yaml:"before"`
+	Builds []struct {
+		ID      string   `yaml:"id"`
+		Main    string   `yaml:"main"`
+		Binary  string   `yaml:"binary"`
+		Env     []string `yaml:"env"`
+		Flags   []string `yaml:"flags"`
+		Ldflags []string `yaml:"ldflags"`
+		Goos    []string `yaml:"goos"`
+		Goarch  []string `yaml:"goarch"`
+	} `yaml:"builds"`
+	Archives []struct {
+		ID           string   `yaml:"id"`
+		Formats      []string `yaml:"formats"`
+		NameTemplate string   `yaml:"name_template"`
+		Files        []string `yaml:"files"`
+	} `yaml:"archives"`
+	Checksum struct {
+		NameTemplate string `yaml:"name_template"`
+	} `yaml:"checksum"`
+	Nfpms []struct {
+		ID               string   `yaml:"id"`
+		PackageName      string   `yaml:"package_name"`
+		FileNameTemplate string   `yaml:"file_name_template"`
+		Homepage         string   `yaml:"homepage"`
+		Maintainer       string   `yaml:"maintainer"`
+		Description      string   `yaml:"description"`
+		Formats          []string `yaml:"formats"`
+		Section          string   `yaml:"section"`
+		Bindir           string   `yaml:"bindir"`
+		Contents         []struct {
+			Src      string `yaml:"src"`
+			Dst      string `yaml:"dst"`
+			Type     string `yaml:"type"`
+			FileInfo struct {
+				Mode os.FileMode `yaml:"mode"`
+			} `yaml:"file_info"`
+		} `yaml:"contents"`
+	} `yaml:"nfpms"`
+	Dockers []struct {
+		ID                 string   `yaml:"id"`
+		Goos               string   `yaml:"goos"`
+		Goarch             string   `yaml:"goarch"`
+		Use                string   `yaml:"use"`
+		Dockerfile         string   `yaml:"dockerfile"`
+		ImageTemplates     []string `yaml:"image_templates"`
+		BuildFlagTemplates []string `yaml:"build_flag_templates"`
+		ExtraFiles         []string `yaml:"extra_files"`
+	} `yaml:"dockers"`
+	DockerManifests []struct {
+		NameTemplate   string   `yaml:"name_template"`
+		ImageTemplates []string `yaml:"image_templates"`
+	} `yaml:"docker_manifests"`
+}
+
+// TestDeployRelease checks the GoReleaser configuration without GoReleaser:
+// one build for linux amd64 and arm64 whose go build line is the Makefile's,
+// every file it archives or packages exists, the packages install the
+// systemd unit (with a drop-in for their binary's path) and the example
+// environment file as a kept configuration file, and one image per
+// architecture from the Dockerfile with the sources it copies, joined in a
+// manifest list.
+func TestDeployRelease(t *testing.T) {
+	file := filepath.Join(repoRoot, "deploy/release/goreleaser.yaml")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg goreleaserConfig
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	if cfg.Version != 2 {
+		t.Errorf("version %d, want 2 (GoReleaser v2)", cfg.Version)
+	}
+	arches := []string{"amd64", "arm64"}
+	exists := func(what, p string) {
+		t.Helper()
+		if m, err := filepath.Glob(filepath.Join(repoRoot, p)); err != nil || len(m) == 0 {
+			t.Errorf("%s %s: no such file", what, p)
+		}
+	}
+
+	// The build: the Makefile's flags, for both architectures.
+	if len(cfg.Builds) != 1 {
+		t.Fatalf("want one build, have %d", len(cfg.Builds))
+	}
+	bd := cfg.Builds[0]
+	if !slices.Equal(bd.Goos, []string{"linux"}) || !sameSet(bd.Goarch, arches) {
+		t.Errorf("build for %v %v, want linux %v", bd.Goos, bd.Goarch, arches)
+	}
+	if bd.Binary != "keyrelay" {
+		t.Errorf("binary %q", bd.Binary)
+	}
+	line := fmt.Sprintf(`%s go build %s -ldflags "%s" -o OUT %s`, strings.Join(bd.Env, " "), strings.Join(bd.Flags, " "),
+		strings.ReplaceAll(strings.Join(bd.Ldflags, " "), "{{ .Tag }}", "${VERSION}"), bd.Main)
+	if got, want := goBuildFlags(line), goBuildFlags(makeBuildLine(t)); got != want {
+		t.Errorf("goreleaser and the Makefile build differently:\n goreleaser: %s\n Makefile:   %s", got, want)
+	}
+
+	for _, a := range cfg.Archives {
+		for _, f := range a.Files {
+			exists("archive file", f)
+		}
+	}
+
+	// Packages: deb and rpm, the unit, its drop-in, the configuration.
+	if len(cfg.Nfpms) != 1 {
+		t.Fatalf("want one nfpms entry, have %d", len(cfg.Nfpms))
+	}
+	pkg := cfg.Nfpms[0]
+	if !sameSet(pkg.Formats, []string{"deb", "rpm"}) {
+		t.Errorf("package formats %v, want deb and rpm", pkg.Formats)
+	}
+	dst := map[string]string{}
+	for _, c := range pkg.Contents {
+		exists("packaged file", c.Src)
+		dst[c.Dst] = c.Src
+		if c.Dst == "/etc/keyrelay/keyrelay.env" && (c.Type != "config|noreplace" || c.FileInfo.Mode != 0o600) {
+			t.Errorf("%s: type %q mode %o, want config|noreplace 0600 (kept on upgrade; may hold the AUTH token)", c.Dst, c.Type, c.FileInfo.Mode)
+		}
+	}
+	unit := "/usr/lib/systemd/system/keyrelay.service"
+	dropIn := "/usr/lib/systemd/system/keyrelay.service.d/package.conf"
+	if dst[unit] != "deploy/systemd/keyrelay.service" || dst["/etc/keyrelay/keyrelay.env"] != "deploy/systemd/keyrelay.env.example" || dst[dropIn] == "" {
+		t.Errorf("the packages should install the unit at %s, a drop-in at %s and the example as /etc/keyrelay/keyrelay.env: %v", unit, dropIn, dst)
+	}
+	// The drop-in starts the package's binary, as the unit starts its own.
+	unitText, err := os.ReadFile(filepath.Join(repoRoot, dst[unit]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropText, err := os.ReadFile(filepath.Join(repoRoot, dst[dropIn]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	execStart := regexp.MustCompile(`(?m)^ExecStart=(.*)$`)
+	unitExec := execStart.FindAllStringSubmatch(string(unitText), -1)
+	dropExec := execStart.FindAllStringSubmatch(string(dropText), -1)
+	if len(unitExec) != 1 || len(dropExec) != 2 || dropExec[0][1] != "" ||
+		dropExec[1][1] != pkg.Bindir+"/keyrelay"+strings.TrimPrefix(unitExec[0][1], "/usr/local/bin/keyrelay") {
+		t.Errorf("the drop-in should reset ExecStart= and start %s/keyrelay as the unit does (%v): %v", pkg.Bindir, unitExec, dropExec)
+	}
+	if path, err := exec.LookPath("systemd-analyze"); err == nil {
+		dir := t.TempDir()
+		_ = os.WriteFile(filepath.Join(dir, "keyrelay.service"), []byte(strings.ReplaceAll(string(unitText), "/usr/local/bin/keyrelay", "/bin/true")), 0o644)
+		_ = os.Mkdir(filepath.Join(dir, "keyrelay.service.d"), 0o755)
+		_ = os.WriteFile(filepath.Join(dir, "keyrelay.service.d", "package.conf"), []byte(strings.ReplaceAll(string(dropText), pkg.Bindir+"/keyrelay", "/bin/true")), 0o644)
+		if out, err := exec.Command(path, "verify", filepath.Join(dir, "keyrelay.service")).CombinedOutput(); err != nil || len(out) > 0 {
+			t.Errorf("systemd-analyze verify of the unit with the packages' drop-in: %v\n%s", err, out)
+		}
+	}
+
+	// Images: one per architecture from the Dockerfile, with what its build
+	// stage copies, joined into one manifest list.
+	var copies []string
+	for _, in := range parseDockerfile(t, filepath.Join(repoRoot, "Dockerfile")) {
+		if in.Cmd == "COPY" && !strings.HasPrefix(in.Args, "--from=") {
+			f := strings.Fields(in.Args)
+			for _, src := range f[:len(f)-1] {
+				copies = append(copies, strings.TrimSuffix(src, "/"))
+			}
+		}
+	}
+	var images, built []string
+	for _, d := range cfg.Dockers {
+		built = append(built, d.Goarch)
+		if d.Goos != "linux" || d.Use != "buildx" || d.Dockerfile != "Dockerfile" {
+			t.Errorf("docker %s: goos %s, use %s, dockerfile %s; want linux, buildx, Dockerfile", d.ID, d.Goos, d.Use, d.Dockerfile)
+		}
+		if !slices.Contains(d.BuildFlagTemplates, "--platform=linux/"+d.Goarch) {
+			t.Errorf("docker %s: no --platform=linux/%s in %v", d.ID, d.Goarch, d.BuildFlagTemplates)
+		}
+		for _, arg := range []string{"--build-arg=VERSION={{ .Tag }}", "--build-arg=REVISION={{ .FullCommit }}"} {
+			if !slices.Contains(d.BuildFlagTemplates, arg) {
+				t.Errorf("docker %s: no %s (the version and the OCI revision label)", d.ID, arg)
+			}
+		}
+		for _, c := range copies {
+			if !slices.Contains(d.ExtraFiles, c) {
+				t.Errorf("docker %s: the Dockerfile copies %s, which extra_files does not put in the build context", d.ID, c)
+			}
+		}
+		for _, f := range d.ExtraFiles {
+			exists("docker extra file", f)
+		}
+		images = append(images, d.ImageTemplates...)
+	}
+	if !sameSet(built, arches) || len(built) != len(arches) {
+		t.Errorf("images for %v, want one for each of %v", built, arches)
+	}
+	if len(cfg.DockerManifests) != 1 || !sameSet(cfg.DockerManifests[0].ImageTemplates, images) {
+		t.Errorf("want one manifest list of the images %v: %+v", images, cfg.DockerManifests)
 	}
 }
