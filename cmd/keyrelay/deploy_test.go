@@ -584,6 +584,11 @@ func checkContainer(t *testing.T, file string, c any, key func(string) string) {
 	} else if stop > 120 {
 		t.Errorf("%s: stopTimeout %ds is above Fargate's maximum of 120 s", file, stop)
 	}
+	// CloudWatch metrics without a collector: one EMF line a minute, the
+	// period of the stack's alarms.
+	if v := env["KEYRELAY_EMF_INTERVAL"]; v != "60s" {
+		t.Errorf("%s: KEYRELAY_EMF_INTERVAL=%v, want 60s (the awslogs driver turns the lines into the alarms' metrics)", file, v)
+	}
 	if get(c, key("ReadonlyRootFilesystem")) != true {
 		t.Errorf("%s: the root file system should be read-only (keyrelay writes only its spool, on a volume)", file)
 	}
