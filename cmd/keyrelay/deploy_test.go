@@ -742,13 +742,33 @@ func TestDeployCloudFormation(t *testing.T) {
 		t.Error("task definition should be Fargate with awsvpc networking")
 	}
 
-	// Service: one task, never two at once.
+	// Service: one task, never two at once (one instance must not publish
+	// beside another); with HighAvailability two (KEYRELAY_HA: one leader
+	// publishes), new tasks started before the old ones stop.
 	svc := get(res("Service"), "Properties")
-	if get(svc, "DesiredCount") != 1 {
-		t.Errorf("DesiredCount %v, want 1", get(svc, "DesiredCount"))
+	ha := func(on, off any) any { return map[string]any{"Fn::If": []any{"HA", on, off}} }
+	if !reflect.DeepEqual(get(svc, "DesiredCount"), ha(2, 1)) {
+		t.Errorf("DesiredCount %v, want 2 with HA, else 1", get(svc, "DesiredCount"))
 	}
-	if get(svc, "DeploymentConfiguration", "MaximumPercent") != 100 || get(svc, "DeploymentConfiguration", "MinimumHealthyPercent") != 0 {
-		t.Errorf("deployments must stop the old task first (MaximumPercent 100, MinimumHealthyPercent 0): %v", get(svc, "DeploymentConfiguration"))
+	if !reflect.DeepEqual(get(svc, "DeploymentConfiguration", "MaximumPercent"), ha(200, 100)) ||
+		!reflect.DeepEqual(get(svc, "DeploymentConfiguration", "MinimumHealthyPercent"), ha(100, 0)) {
+		t.Errorf("deployments: want MaximumPercent 200 / MinimumHealthyPercent 100 with HA, else 100 / 0 (the old task stops first): %v",
+			get(svc, "DeploymentConfiguration"))
+	}
+	if !reflect.DeepEqual(get(svc, "AvailabilityZoneRebalancing"), ha("ENABLED", "DISABLED")) {
+		t.Errorf("AvailabilityZoneRebalancing %v, want ENABLED with HA", get(svc, "AvailabilityZoneRebalancing"))
+	}
+	haEnv := false
+	for _, item := range asList(get(containers[0], "Environment")) {
+		if cond, bs := branches(item); len(bs) == 1 && get(bs[0], "Name") == "KEYRELAY_HA" {
+			haEnv = cond == "HA" && get(bs[0], "Value") == "true"
+		}
+	}
+	if !haEnv {
+		t.Error("the task should set KEYRELAY_HA=true exactly when HighAvailability is true (condition HA)")
+	}
+	if get(tpl, "Conditions", "HA") == nil || get(tpl, "Parameters", "HighAvailability", "Default") != "false" {
+		t.Error("want a HighAvailability parameter, false by default, and the condition HA")
 	}
 
 	// Network: the cache's security group admits the task's on the cache port.
@@ -1229,6 +1249,8 @@ func TestDeployCloudWatch(t *testing.T) {
 		"keyrelay Subscribed":                        {"Minimum", "LessThanThreshold", "1", "3/3", "breaching", ""},
 		"AWS/SQS ApproximateNumberOfMessagesVisible": {"Maximum", "GreaterThanThreshold", "0", "1/<nil>", "notBreaching", "CreateQueue"},
 		"AWS/SQS ApproximateAgeOfOldestMessage":      {"Maximum", "GreaterThanThreshold", "map[Ref:OldestMessageAgeSeconds]", "5/5", "notBreaching", ""},
+		// HighAvailability: no instance leads (or none runs).
+		"keyrelay Leader": {"Maximum", "LessThanThreshold", "1", "3/3", "breaching", "HA"},
 	}
 	for k, w := range want {
 		if g, ok := alarms[k]; !ok {
@@ -1238,15 +1260,16 @@ func TestDeployCloudWatch(t *testing.T) {
 		}
 	}
 	for k := range alarms {
-		if _, ok := want[k]; !ok && k != "keyrelay Leader" {
+		if _, ok := want[k]; !ok {
 			t.Errorf("alarm on %s is not checked here", k)
 		}
 	}
 
 	// The dashboard, rendered for each way the queue and the name can be set.
 	body := get(resources, "Dashboard", "Properties", "DashboardBody")
-	for _, createQueue := range []bool{true, false} {
-		conds := map[string]bool{"CreateQueue": createQueue, "NameIsStackName": true}
+	for _, c := range []struct{ createQueue, ha bool }{{true, false}, {false, false}, {true, true}} {
+		createQueue := c.createQueue
+		conds := map[string]bool{"CreateQueue": createQueue, "NameIsStackName": true, "HA": c.ha}
 		wantName := cfnString(t, name, conds, nil)
 		rendered := cfnString(t, body, conds, nil)
 		var dash struct {
@@ -1297,8 +1320,9 @@ func TestDeployCloudWatch(t *testing.T) {
 				t.Errorf("the dashboard does not show %s", m)
 			}
 		}
-		if !seen["AWS/SQS ApproximateAgeOfOldestMessage"] || seen["AWS/SQS ApproximateNumberOfMessagesVisible"] != createQueue {
-			t.Errorf("CreateQueue=%v: the dashboard shows %v", createQueue, seen)
+		if !seen["AWS/SQS ApproximateAgeOfOldestMessage"] || seen["AWS/SQS ApproximateNumberOfMessagesVisible"] != createQueue ||
+			seen["keyrelay Leader"] != c.ha {
+			t.Errorf("CreateQueue=%v HA=%v: the dashboard shows %v", createQueue, c.ha, seen)
 		}
 	}
 }
