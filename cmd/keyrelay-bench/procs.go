@@ -257,8 +257,13 @@ func startReference(ctx context.Context, port int) (*reference, error) {
 	if err := r.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start redis-cli: %w", err)
 	}
-	go r.lines.read(out)
-	go func() { _ = r.cmd.Wait(); close(r.exited) }()
+	// Wait closes the pipe: read it to the end first, so that a redis-cli
+	// the server disconnected is counted with everything it printed.
+	go func() {
+		r.lines.read(out)
+		_ = r.cmd.Wait()
+		close(r.exited)
+	}()
 	return r, nil
 }
 
