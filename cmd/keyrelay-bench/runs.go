@@ -176,38 +176,10 @@ func (s *setup) sample(ctx context.Context) {
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
-			if list, err := s.rc.ClientList(ctx).Result(); err == nil {
-				for _, c := range parseClients(list) {
-					if c["psub"] == "" || c["psub"] == "0" {
-						continue
-					}
-					omem, _ := strconv.ParseInt(c["omem"], 10, 64)
-					s.mu.Lock()
-					if s.ref != nil && c["id"] == s.refID {
-						s.omemRef = max(s.omemRef, omem)
-					} else {
-						s.omemKR = max(s.omemKR, omem)
-					}
-					s.mu.Unlock()
-				}
-			}
-			tk := tick{t: time.Since(s.t0).Seconds(), refMsg: s.ref.received()}
-			tk.published, _ = setCalls(ctx, s.rc)
-			if s.kr != nil {
-				tk.krLines = s.kr.lines.n.Load()
-				tk.rssKB = procRSS(s.kr.pid())
-				if m, err := s.kr.metrics(); err == nil {
-					tk.buffer, tk.dropped = m["keyrelay_buffer_records"], m["keyrelay_records_dropped_total"]
-					s.mu.Lock()
-					s.maxBuffer = max(s.maxBuffer, m["keyrelay_buffer_records"])
-					s.mu.Unlock()
-				}
-			}
-			s.mu.Lock()
-			s.timeline = append(s.timeline, tk)
-			s.mu.Unlock()
+			s.sampleOnce(ctx)
 			select {
 			case <-s.stopSample:
+				s.sampleOnce(ctx) // the timeline ends where the run ended
 				return
 			case <-ctx.Done():
 				return
@@ -215,6 +187,40 @@ func (s *setup) sample(ctx context.Context) {
 			}
 		}
 	}()
+}
+
+// sampleOnce takes one look: output buffers, keyrelay's buffer, a tick.
+func (s *setup) sampleOnce(ctx context.Context) {
+	if list, err := s.rc.ClientList(ctx).Result(); err == nil {
+		for _, c := range parseClients(list) {
+			if c["psub"] == "" || c["psub"] == "0" {
+				continue
+			}
+			omem, _ := strconv.ParseInt(c["omem"], 10, 64)
+			s.mu.Lock()
+			if s.ref != nil && c["id"] == s.refID {
+				s.omemRef = max(s.omemRef, omem)
+			} else {
+				s.omemKR = max(s.omemKR, omem)
+			}
+			s.mu.Unlock()
+		}
+	}
+	tk := tick{t: time.Since(s.t0).Seconds(), refMsg: s.ref.received()}
+	tk.published, _ = setCalls(ctx, s.rc)
+	if s.kr != nil {
+		tk.krLines = s.kr.lines.n.Load()
+		tk.rssKB = procRSS(s.kr.pid())
+		if m, err := s.kr.metrics(); err == nil {
+			tk.buffer, tk.dropped = m["keyrelay_buffer_records"], m["keyrelay_records_dropped_total"]
+			s.mu.Lock()
+			s.maxBuffer = max(s.maxBuffer, m["keyrelay_buffer_records"])
+			s.mu.Unlock()
+		}
+	}
+	s.mu.Lock()
+	s.timeline = append(s.timeline, tk)
+	s.mu.Unlock()
 }
 
 func (s *setup) stopSampling() {
@@ -500,7 +506,9 @@ func (h *harness) stdoutRate(ctx context.Context, rate int) ([]*result, error) {
 	if len(rows) > 0 {
 		if lat := s.kr.lines.latencies(); len(lat) > 0 {
 			rows[0].p50, rows[0].p99, rows[0].hasLatency = percentile(lat, 0.50), percentile(lat, 0.99), true
-			h.writeChart(fmt.Sprintf("latency-%d.svg", rate), latencyChart(rate, lat, h.footer))
+			if rate == h.o.rates[0] {
+				h.writeChart(fmt.Sprintf("latency-%d.svg", rate), latencyChart(rate, lat, h.footer))
+			}
 		}
 	}
 	return rows, err

@@ -89,9 +89,18 @@ func (c *chart) render(b *bytes.Buffer) {
 	for _, f := range c.footer {
 		footer = append(footer, wrap(f, 125)...)
 	}
-	top := svgTop + 16*(len(subtitle)-1)
-	height := top + len(c.panels)*svgPanelH + (len(c.panels)-1)*svgPanelGap + svgBottom + 14*len(footer)
 	plotW := float64(svgWidth - svgLeft - svgRight)
+	// Each panel has its legend above it, in rows of entries.
+	legends := make([][][]line, len(c.panels))
+	tops := make([]int, len(c.panels))
+	y := svgTop + 16*(len(subtitle)-1)
+	for i, p := range c.panels {
+		legends[i] = legendRows(p.lines, plotW)
+		y += legendRowH * len(legends[i])
+		tops[i] = y
+		y += svgPanelH + svgPanelGap
+	}
+	height := y - svgPanelGap + svgBottom + 14*len(footer)
 	fmt.Fprintf(b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="Helvetica, Arial, sans-serif" font-size="12">`+"\n",
 		svgWidth, height, svgWidth, height)
 	fmt.Fprintf(b, `<rect width="%d" height="%d" fill="#ffffff"/>`+"\n", svgWidth, height)
@@ -127,7 +136,7 @@ func (c *chart) render(b *bytes.Buffer) {
 	sx := func(x float64) float64 { return svgLeft + (x-xmin)/(xmax-xmin)*plotW }
 
 	for i, p := range c.panels {
-		top := float64(top + i*(svgPanelH+svgPanelGap))
+		top := float64(tops[i])
 		bottom := top + svgPanelH
 		ymax := 0.0
 		for _, l := range p.lines {
@@ -200,28 +209,23 @@ func (c *chart) render(b *bytes.Buffer) {
 		for _, m := range p.marks {
 			x := sx(m.x)
 			fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#222" stroke-dasharray="3 3"/>`+"\n", x, top, x, bottom)
-			fmt.Fprintf(b, `<text x="%.1f" y="%.1f" fill="#222">%s</text>`+"\n", x+4, top+28, esc(m.label))
+			fmt.Fprintf(b, `<text x="%.1f" y="%.1f" fill="#222">%s</text>`+"\n", x+4, top+30, esc(m.label))
 		}
-		// Legend, top left inside the panel, on a veil over what it hides.
-		ly := top + 16
-		if len(c.bands) > 0 && i == 0 {
-			ly += 16
-		}
-		longest := 0
-		for _, l := range p.lines {
-			longest = max(longest, len([]rune(l.name)))
-		}
-		fmt.Fprintf(b, `<rect x="%d" y="%.1f" width="%d" height="%d" fill="#ffffff" fill-opacity="0.8"/>`+"\n",
-			svgLeft+4, ly-14, 44+7*longest, 16*len(p.lines)+4)
-		for _, l := range p.lines {
-			dash := ""
-			if l.dash {
-				dash = ` stroke-dasharray="6 4"`
+		// Legend above the panel.
+		ly := top - float64(legendRowH*len(legends[i])) + 4
+		for _, row := range legends[i] {
+			lx := float64(svgLeft)
+			for _, l := range row {
+				dash := ""
+				if l.dash {
+					dash = ` stroke-dasharray="6 4"`
+				}
+				fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"%s/>`+"\n",
+					lx, ly+8, lx+24, ly+8, l.color, dash)
+				fmt.Fprintf(b, `<text x="%.1f" y="%.1f" fill="#222">%s</text>`+"\n", lx+30, ly+12, esc(l.name))
+				lx += legendWidth(l)
 			}
-			fmt.Fprintf(b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="%s" stroke-width="2"%s/>`+"\n",
-				svgLeft+10, ly-4, svgLeft+34, ly-4, l.color, dash)
-			fmt.Fprintf(b, `<text x="%d" y="%.1f" fill="#222">%s</text>`+"\n", svgLeft+40, ly, esc(l.name))
-			ly += 16
+			ly += legendRowH
 		}
 		if i == len(c.panels)-1 {
 			fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="middle" fill="#222">%s</text>`+"\n",
@@ -234,6 +238,28 @@ func (c *chart) render(b *bytes.Buffer) {
 		fy += 14
 	}
 	b.WriteString("</svg>\n")
+}
+
+// legendRowH is the height of one row of a legend.
+const legendRowH = 18
+
+// legendWidth is the room one legend entry takes: its sample line, its
+// name (about 6.5 px a character at 12 px) and a space.
+func legendWidth(l line) float64 { return 30 + 6.5*float64(len([]rune(l.name))) + 18 }
+
+// legendRows packs the entries into rows no wider than w.
+func legendRows(lines []line, w float64) [][]line {
+	var rows [][]line
+	used := w
+	for _, l := range lines {
+		if lw := legendWidth(l); used+lw > w && used > 0 {
+			rows = append(rows, nil)
+			used = 0
+		}
+		rows[len(rows)-1] = append(rows[len(rows)-1], l)
+		used += legendWidth(l)
+	}
+	return rows
 }
 
 // wrap breaks s at spaces into lines of at most n characters (a word
