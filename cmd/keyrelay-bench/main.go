@@ -136,7 +136,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return
 		}
 		fmt.Fprintf(stderr, "# run: %s\n", name)
+		t0 := time.Now()
 		rs, err := f(ctx)
+		fmt.Fprintf(stderr, "# %s: %.0f s\n", name, time.Since(t0).Seconds())
 		results = append(results, rs...)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
