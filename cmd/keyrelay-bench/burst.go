@@ -22,7 +22,7 @@ type burstRow struct {
 	who                 string
 	published, received int64 // received: records on keyrelay's stdout (gap records apart) or messages redis-cli printed
 	gaps, dropped       int64
-	infoDisc, logDisc   int64 // client_output_buffer_limit_disconnections, and the clients the log says it closed
+	infoDisc, logDisc   int64 // client_output_buffer_limit_disconnections (-1: not in INFO), and the clients the log says it closed
 	reconnects          int64
 	maxOmem             int64
 	pubRate, rate       float64
@@ -124,7 +124,8 @@ func (h *harness) burstOne(ctx context.Context, who string) (*burstRow, error) {
 		if last := s.kr.lines.last.Load(); last > 0 {
 			r.rate = float64(r.received) / time.Unix(0, last).Sub(start).Seconds()
 		}
-		r.notes = append(r.notes, fmt.Sprintf("keyrelay_notifications_received_total %.0f", m["keyrelay_notifications_received_total"]))
+		r.notes = append(r.notes, fmt.Sprintf("keyrelay_notifications_received_total %.0f, keyrelay_subscription_reconnects_total %d",
+			m["keyrelay_notifications_received_total"], r.reconnects))
 		if reasons := labelValues(m, "keyrelay_gaps_total", "reason"); len(reasons) > 0 {
 			r.notes = append(r.notes, "gap records by reason: "+strings.Join(reasons, ", "))
 		}
@@ -184,7 +185,7 @@ func printBurstTable(w io.Writer, n int, rows []*burstRow) {
 			gaps = num(r.gaps)
 		}
 		cols := []string{run, r.who, num(r.published), num(r.received), pct, num(r.published - r.received),
-			num(r.infoDisc), num(r.logDisc), gaps, mib(r.maxOmem), rate(r.pubRate), rate(r.rate)}
+			numOr(r.infoDisc, na), num(r.logDisc), gaps, mib(r.maxOmem), rate(r.pubRate), rate(r.rate)}
 		if r.hasCPU {
 			cols = append(cols, fmt.Sprintf("%.1f", float64(r.rssKB)/1024), secs(r.cpu), perMillion(r.cpu, r.published))
 		} else {
@@ -202,10 +203,15 @@ func printBurstTable(w io.Writer, n int, rows []*burstRow) {
 
 // burstChart: published and received over time, one pair of lines per
 // subscriber (each had its own server and burst).
-func burstChart(rows []*burstRow, n int, footer []string) *chart {
+// pubsubLimit is -pubsub-limit, empty for Redis's default.
+func burstChart(rows []*burstRow, n int, pubsubLimit string, footer []string) *chart {
+	limit := "Redis's default pubsub output buffer limit (32mb 8mb 60)"
+	if pubsubLimit != "" {
+		limit = "client-output-buffer-limit pubsub " + pubsubLimit
+	}
 	c := &chart{
 		title:    fmt.Sprintf("%s-notification burst: received vs published", human(float64(n))),
-		subtitle: "redis-benchmark -t set -P 64 at full speed, E$; each subscriber alone on its own redis-server",
+		subtitle: "redis-benchmark -t set -P 64 at full speed, E$, " + limit + "; each subscriber alone on its own redis-server",
 		xLabel:   "seconds since the burst started",
 		footer:   footer,
 	}

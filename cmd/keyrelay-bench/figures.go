@@ -28,7 +28,7 @@ func (f *figures) print(w io.Writer) {
 		if r.published == 0 {
 			continue
 		}
-		disc := r.infoDisc + r.logDisc
+		disc := max(r.infoDisc, r.logDisc) // the same disconnections, counted twice over
 		m := fmt.Sprintf("%.3f %% received, %d disconnect(s)", math.Floor(float64(r.received)*1e5/float64(r.published))/1e3, disc)
 		if r.hasCPU {
 			m += fmt.Sprintf(", %d gap record(s)", r.gaps)

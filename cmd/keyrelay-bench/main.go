@@ -33,6 +33,7 @@ type options struct {
 	outageTotal  time.Duration
 	stall        time.Duration
 	keep         bool
+	pubsubLimit  string
 }
 
 func main() {
@@ -65,6 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.outageTotal, "outage-total", 25*time.Second, "length of the outage run's stream (the outage starts after 5 s)")
 	fs.DurationVar(&o.stall, "stall", 15*time.Second, "give up on a run when nothing progresses for this long")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (server and keyrelay logs)")
+	fs.StringVar(&o.pubsubLimit, "pubsub-limit", "", `the single-node runs' redis-server pubsub output buffer limit, "<hard> <soft> <seconds>" (e.g. "1mb 0 0" to see a disconnect handled); empty: Redis's default, 32mb 8mb 60`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -158,7 +160,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			rows, err := h.burst(ctx)
 			figs.burst = rows
 			if len(rows) > 0 {
-				h.writeChart("burst.svg", burstChart(rows, o.burstN, h.footer))
+				h.writeChart("burst.svg", burstChart(rows, o.burstN, o.pubsubLimit, h.footer))
 			}
 			return nil, err
 		})

@@ -93,6 +93,12 @@ func (h *harness) newSetup(ctx context.Context, withRef bool) (*setup, error) {
 		return nil, err
 	}
 	s.rc = redis.NewClient(&redis.Options{Addr: s.redis.Addr, Protocol: 2})
+	if h.o.pubsubLimit != "" {
+		if err := s.rc.ConfigSet(ctx, "client-output-buffer-limit", "pubsub "+h.o.pubsubLimit).Err(); err != nil {
+			s.close()
+			return nil, fmt.Errorf("-pubsub-limit: %w", err)
+		}
+	}
 	if !withRef {
 		return s, nil
 	}
@@ -269,6 +275,7 @@ func parseClients(list string) []map[string]string {
 func (s *setup) published(ctx context.Context) (int64, error) { return setCalls(ctx, s.rc) }
 
 // serverDisconnects returns INFO stats client_output_buffer_limit_disconnections
+// (-1: not in this server's INFO)
 // and the number of clients the log says were closed for the limit.
 func (s *setup) serverDisconnects(ctx context.Context) (info, logged int64) {
 	return outputBufferDisconnects(ctx, s.rc, s.redis)
@@ -388,8 +395,8 @@ func (s *setup) finish(ctx context.Context, run string, published int64, pubRate
 	if !done.IsZero() && done.After(start) {
 		kr.rate = float64(kr.delivered) / done.Sub(start).Seconds()
 	}
-	if info+logged > 0 {
-		kr.notes = append(kr.notes, fmt.Sprintf("server: %d output-buffer disconnections (INFO), %d in the log", info, logged))
+	if max(info, logged) > 0 {
+		kr.notes = append(kr.notes, discNote(info, logged))
 	}
 	if s.maxBuffer > 0 {
 		kr.notes = append(kr.notes, fmt.Sprintf("max buffered records %.0f", s.maxBuffer))

@@ -212,7 +212,7 @@ func (c *chart) render(b *bytes.Buffer) {
 			fmt.Fprintf(b, `<text x="%.1f" y="%.1f" fill="#222">%s</text>`+"\n", x+4, top+30, esc(m.label))
 		}
 		// Legend above the panel.
-		ly := top - float64(legendRowH*len(legends[i])) + 4
+		ly := top - float64(legendRowH*len(legends[i])) - 2
 		for _, row := range legends[i] {
 			lx := float64(svgLeft)
 			for _, l := range row {
