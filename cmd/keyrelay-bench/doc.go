@@ -27,6 +27,8 @@
 //     never gets the rest) and prints its own table: received % (truncated),
 //     output-buffer disconnects (INFO stats and the server log), keyrelay's
 //     gap records (by reason in a note), CPU per million. Picture: burst.svg.
+//     INFO and the log count the same disconnections; redis-server 7.0 has
+//     no client_output_buffer_limit_disconnections ("–").
 //   - backlog: N SETs at full speed while the harness does not read
 //     keyrelay's stdout (the sink is stalled: its write blocks once the pipe
 //     is full), with KEYRELAY_BUFFER_RECORDS/_BYTES raised to hold them all.
@@ -34,7 +36,9 @@
 //     moving, the growth of its resident set (VmRSS, against the idle
 //     process a second after start) divided by the records it holds
 //     (received − lines on stdout) is the RSS per buffered record. Then the
-//     harness reads again and checks that everything is delivered.
+//     harness reads again and checks that everything received is delivered.
+//     If Redis disconnects keyrelay during the burst, the backlog is what
+//     keyrelay holds once nothing moved for 2 s, smaller than N.
 //   - stdout, fixed rates (-rates, each for -rate-duration): a paced writer
 //     (go-redis pipelines, one batch per millisecond) writes keys
 //     lat:<unix ns of the write>; the harness timestamps each line when it
@@ -114,6 +118,7 @@
 //	go run ./cmd/keyrelay-bench -n 100000 -runs stdout,rate
 //	go run ./cmd/keyrelay-bench -runs cluster       # make bench BENCH_FLAGS=-runs=cluster
 //	go run ./cmd/keyrelay-bench -n 200000 -runs burst2m,spool -svg-dir /tmp/img
+//	go run ./cmd/keyrelay-bench -n 100000 -runs burst -pubsub-limit "256kb 0 0"  # a disconnect, handled
 //
 // It stops everything it started on success, on failure and on Ctrl-C
 // (children also get SIGKILL if the harness itself dies).
