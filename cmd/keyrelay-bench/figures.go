@@ -118,10 +118,14 @@ func latencyChart(rate int, lat []time.Duration, footer []string) *chart {
 		pts = append(pts, point{float64(i) * bin, c})
 	}
 	pts = append(pts, point{float64(len(counts)) * bin, 0})
+	sub := fmt.Sprintf("%d records, default settings (KEYRELAY_BATCH_LINGER 20 ms); p50 %s, p99 %s, max %s",
+		len(s), ms(p50), ms(p99), ms(s[len(s)-1]))
+	if beyond > 0 {
+		sub += fmt.Sprintf("; %d slower than %s not drawn", beyond, ms(cut))
+	}
 	return &chart{
-		title: fmt.Sprintf("Latency at %s notifications/s: write → record on keyrelay's stdout", human(float64(rate))),
-		subtitle: fmt.Sprintf("%d records, default settings (KEYRELAY_BATCH_LINGER 20 ms); p50 %s, p99 %s, max %s; %d slower than %s not drawn",
-			len(s), ms(p50), ms(p99), ms(s[len(s)-1]), beyond, ms(cut)),
+		title:    fmt.Sprintf("Latency at %s notifications/s: write → record on keyrelay's stdout", human(float64(rate))),
+		subtitle: sub,
 		xLabel: "milliseconds from the SET to the line read from keyrelay's stdout",
 		footer: footer,
 		panels: []panel{{
