@@ -126,8 +126,8 @@ func latencyChart(rate int, lat []time.Duration, footer []string) *chart {
 	return &chart{
 		title:    fmt.Sprintf("Latency at %s notifications/s: write → record on keyrelay's stdout", human(float64(rate))),
 		subtitle: sub,
-		xLabel: "milliseconds from the SET to the line read from keyrelay's stdout",
-		footer: footer,
+		xLabel:   "milliseconds from the SET to the line read from keyrelay's stdout",
+		footer:   footer,
 		panels: []panel{{
 			yLabel: fmt.Sprintf("records per %s ms bin", trimZero(fmt.Sprintf("%.1f", bin))),
 			lines:  []line{{name: "keyrelay → stdout", color: colorKeyrelay, step: true, pts: pts}},
