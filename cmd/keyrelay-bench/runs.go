@@ -70,8 +70,9 @@ type setup struct {
 
 // tick is one sample of a run's timeline, for the pictures: the
 // notifications published so far (cmdstat_set), the lines keyrelay and
-// redis-cli wrote so far, keyrelay's buffered records (the largest sink
-// buffer), the records it dropped so far and its resident set.
+// redis-cli wrote so far, keyrelay's buffered records (summed over its
+// sinks: one in these runs), the records it dropped so far and its
+// resident set.
 type tick struct {
 	t                          float64 // seconds since t0
 	published, krLines, refMsg int64
