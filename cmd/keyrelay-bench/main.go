@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,6 +20,8 @@ import (
 type options struct {
 	bin          string
 	n            int
+	burstN       int
+	svgDir       string
 	runs         map[string]bool
 	rates        []int
 	rateDuration time.Duration
@@ -30,6 +33,7 @@ type options struct {
 	outageTotal  time.Duration
 	stall        time.Duration
 	keep         bool
+	pubsubLimit  string
 }
 
 func main() {
@@ -48,7 +52,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var runs, rates string
 	fs.StringVar(&o.bin, "bin", "bin/keyrelay", "the keyrelay binary (make build)")
 	fs.IntVar(&o.n, "n", 1000000, "notifications per full-speed run")
-	fs.StringVar(&runs, "runs", "stdout,rate,sqs,pack,outage,cluster", "runs: stdout (full speed), rate (fixed rates, latency), sqs (full speed), pack (sqs with KEYRELAY_PACK), outage (sqs outage), cluster (3-primary cluster, stdout, full speed)")
+	fs.StringVar(&runs, "runs", strings.Join(allRuns, ","), "runs: stdout (full speed), spool (stdout full speed with the durable spool, each fsync policy, beside the in-memory run), burst (-burst-n at full speed, keyrelay and redis-cli each alone; burst2m is the same), backlog (RSS per record buffered behind a stalled sink), rate (fixed rates, latency), sqs (full speed), pack (sqs with KEYRELAY_PACK), outage (sqs outage), cluster (3-primary cluster, stdout, full speed)")
+	fs.IntVar(&o.burstN, "burst-n", 0, "notifications of the burst run (0: 2 × n)")
+	fs.StringVar(&o.svgDir, "svg-dir", "docs/img", "where the runs draw their pictures (SVG); empty: none")
 	fs.StringVar(&rates, "rates", "10000,100000", "events/s of the fixed-rate runs")
 	fs.DurationVar(&o.rateDuration, "rate-duration", 10*time.Second, "length of each fixed-rate run")
 	fs.IntVar(&o.sqsBuffer, "sqs-buffer", 0, "KEYRELAY_BUFFER_RECORDS for the full-speed SQS runs (0: n+1000, so nothing overflows while fauxqs is slower than Redis)")
@@ -60,14 +66,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.outageTotal, "outage-total", 25*time.Second, "length of the outage run's stream (the outage starts after 5 s)")
 	fs.DurationVar(&o.stall, "stall", 15*time.Second, "give up on a run when nothing progresses for this long")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (server and keyrelay logs)")
+	fs.StringVar(&o.pubsubLimit, "pubsub-limit", "", `the single-node runs' redis-server pubsub output buffer limit, "<hard> <soft> <seconds>" (e.g. "1mb 0 0" to see a disconnect handled); empty: Redis's default, 32mb 8mb 60`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	o.runs = map[string]bool{}
 	for _, r := range strings.Split(runs, ",") {
-		if r = strings.TrimSpace(r); r != "" {
-			o.runs[r] = true
+		if r = strings.TrimSpace(r); r == "burst2m" {
+			r = "burst"
 		}
+		if r == "" {
+			continue
+		}
+		if !slices.Contains(allRuns, r) {
+			return fmt.Errorf("-runs: unknown run %q (runs: %s)", r, strings.Join(allRuns, ","))
+		}
+		o.runs[r] = true
+	}
+	if o.burstN == 0 {
+		o.burstN = 2 * o.n
 	}
 	for _, r := range strings.Split(rates, ",") {
 		if r = strings.TrimSpace(r); r == "" {
@@ -112,7 +129,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintln(stdout, machine(ctx, o.bin))
 
-	h := &harness{o: o, dir: dir, log: stderr}
+	h := &harness{o: o, dir: dir, log: stderr, footer: footer(ctx, o.bin, args)}
+	var figs figures
 	var results []*result
 	var errs []error
 	do := func(name string, f func(context.Context) ([]*result, error)) {
@@ -120,15 +138,39 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return
 		}
 		fmt.Fprintf(stderr, "# run: %s\n", name)
+		t0 := time.Now()
 		rs, err := f(ctx)
+		fmt.Fprintf(stderr, "# %s: %.0f s\n", name, time.Since(t0).Seconds())
 		results = append(results, rs...)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 			fmt.Fprintf(stderr, "# %s failed: %v\n", name, err)
 		}
 	}
-	if o.runs["stdout"] {
-		do("stdout full speed", h.stdoutFull)
+	if o.runs["stdout"] || o.runs["spool"] {
+		do("stdout full speed", func(ctx context.Context) ([]*result, error) { return h.stdoutFull(ctx, "") })
+	}
+	if o.runs["spool"] {
+		for _, sync := range []string{"interval", "every"} {
+			do("stdout full speed, spool sync="+sync, func(ctx context.Context) ([]*result, error) { return h.stdoutFull(ctx, sync) })
+		}
+	}
+	if o.runs["burst"] {
+		do(fmt.Sprintf("burst of %d, keyrelay and redis-cli each alone", o.burstN), func(ctx context.Context) ([]*result, error) {
+			rows, err := h.burst(ctx)
+			figs.burst = rows
+			if len(rows) > 0 {
+				h.writeChart("burst.svg", burstChart(rows, o.burstN, o.pubsubLimit, h.footer))
+			}
+			return nil, err
+		})
+	}
+	if o.runs["backlog"] {
+		do("backlog behind a stalled sink", func(ctx context.Context) ([]*result, error) {
+			b, err := h.backlog(ctx)
+			figs.backlog = b
+			return nil, err
+		})
 	}
 	if o.runs["rate"] {
 		for _, rate := range o.rates {
@@ -158,19 +200,49 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return nil, err
 		})
 	}
-	if len(results) > 0 || len(clusterRows) == 0 {
-		printTable(stdout, results)
+	// Each table, then a blank line; the headline figures last.
+	section := func(print func()) {
+		print()
+		fmt.Fprintln(stdout)
+	}
+	if len(results) > 0 {
+		section(func() { printTable(stdout, results) })
+	}
+	if len(figs.burst) > 0 {
+		section(func() { printBurstTable(stdout, o.burstN, figs.burst) })
+	}
+	if figs.backlog != nil {
+		section(func() { fmt.Fprintln(stdout, "# "+figs.backlog.String()) })
 	}
 	if len(clusterRows) > 0 {
-		if len(results) > 0 {
-			fmt.Fprintln(stdout)
-		}
-		printClusterTable(stdout, clusterRows)
+		section(func() { printClusterTable(stdout, clusterRows) })
 	}
+	figs.results = results
+	figs.print(stdout)
 	if ctx.Err() != nil {
 		errs = append(errs, errors.New("interrupted"))
 	}
 	return errors.Join(errs...)
+}
+
+// allRuns are the runs, in the order they run.
+var allRuns = []string{"stdout", "spool", "burst", "backlog", "rate", "sqs", "pack", "outage", "cluster"}
+
+// footer is what the pictures say about where they come from.
+func footer(ctx context.Context, bin string, args []string) []string {
+	version := "keyrelay (version unknown)"
+	if out, err := exec.CommandContext(ctx, bin, "version").CombinedOutput(); err == nil {
+		version = strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	}
+	load, _ := os.ReadFile("/proc/loadavg")
+	l := strings.Fields(string(load))
+	if len(l) > 0 {
+		l = l[:1]
+	}
+	return []string{
+		fmt.Sprintf("%s; %d CPUs, load average %s before the run; %s", version, runtime.NumCPU(), strings.Join(l, ""), time.Now().UTC().Format("2006-01-02 15:04 MST")),
+		"go run ./cmd/keyrelay-bench " + strings.Join(args, " "),
+	}
 }
 
 // supportsPack reports whether the binary knows KEYRELAY_PACK.

@@ -167,7 +167,10 @@ func (k *keyrelay) metrics() (map[string]float64, error) {
 // read; with latency set it also records, for each line holding a key
 // lat:<unix ns>:…, the time from that write to the moment it read the line;
 // with sources set it tallies the lines per "source" value (cluster run).
+// Without either, holding hold stalls the reader (and so the writer once
+// the pipe is full): a sink that stopped taking records.
 type lineCounter struct {
+	hold    sync.Mutex
 	latency bool
 	sources *sourceTally
 	n       atomic.Int64
@@ -183,6 +186,8 @@ func (c *lineCounter) read(r io.Reader) {
 	if !c.latency && c.sources == nil {
 		buf := make([]byte, 256<<10)
 		for {
+			c.hold.Lock()
+			c.hold.Unlock() // empty on purpose: waits while the harness holds the reader
 			n, err := br.Read(buf)
 			if n > 0 {
 				c.last.Store(time.Now().UnixNano())
@@ -252,14 +257,30 @@ func startReference(ctx context.Context, port int) (*reference, error) {
 	if err := r.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start redis-cli: %w", err)
 	}
-	go r.lines.read(out)
-	go func() { _ = r.cmd.Wait(); close(r.exited) }()
+	// Wait closes the pipe: read it to the end first, so that a redis-cli
+	// the server disconnected is counted with everything it printed.
+	go func() {
+		r.lines.read(out)
+		_ = r.cmd.Wait()
+		close(r.exited)
+	}()
 	return r, nil
 }
 
-func (r *reference) received() int64 { return max(0, (r.lines.n.Load()-3)/4) }
+// received is the messages redis-cli printed; 0 for no reference.
+func (r *reference) received() int64 {
+	if r == nil {
+		return 0
+	}
+	return max(0, (r.lines.n.Load()-3)/4)
+}
 
+// alive reports whether redis-cli still runs (false for no reference): it
+// exits when the server closes its connection.
 func (r *reference) alive() bool {
+	if r == nil {
+		return false
+	}
 	select {
 	case <-r.exited:
 		return false
@@ -299,6 +320,21 @@ func procStat(pid int) (cpu time.Duration, hwmKB int64, err error) {
 		}
 	}
 	return cpu, hwmKB, nil
+}
+
+// procRSS returns a process's resident set (VmRSS) in KiB, 0 if unknown.
+func procRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb
+		}
+	}
+	return 0
 }
 
 // fauxqsVersion reads the installed fauxqs package's version.

@@ -22,10 +22,11 @@ import (
 )
 
 type harness struct {
-	o   options
-	dir string
-	log io.Writer
-	seq int
+	o      options
+	dir    string
+	log    io.Writer
+	seq    int
+	footer []string // the pictures' footer: binary, machine, command
 }
 
 // result is one row of the table: one subscriber in one run. Negative
@@ -63,9 +64,25 @@ type setup struct {
 	omemKR     int64
 	omemRef    int64
 	maxBuffer  float64
+	t0         time.Time // when sampling started: the timeline's zero
+	timeline   []tick
 }
 
-func (h *harness) newSetup(ctx context.Context) (*setup, error) {
+// tick is one sample of a run's timeline, for the pictures: the
+// notifications published so far (cmdstat_set), the lines keyrelay and
+// redis-cli wrote so far, keyrelay's buffered records (summed over its
+// sinks: one in these runs), the records it dropped so far and its
+// resident set.
+type tick struct {
+	t                          float64 // seconds since t0
+	published, krLines, refMsg int64
+	buffer, dropped            float64
+	rssKB                      int64
+}
+
+// newSetup starts a redis-server with E$ and, with withRef, the redis-cli
+// reference.
+func (h *harness) newSetup(ctx context.Context, withRef bool) (*setup, error) {
 	h.seq++
 	dir := filepath.Join(h.dir, strconv.Itoa(h.seq))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -77,6 +94,15 @@ func (h *harness) newSetup(ctx context.Context) (*setup, error) {
 		return nil, err
 	}
 	s.rc = redis.NewClient(&redis.Options{Addr: s.redis.Addr, Protocol: 2})
+	if h.o.pubsubLimit != "" {
+		if err := s.rc.ConfigSet(ctx, "client-output-buffer-limit", "pubsub "+h.o.pubsubLimit).Err(); err != nil {
+			s.close()
+			return nil, fmt.Errorf("-pubsub-limit: %w", err)
+		}
+	}
+	if !withRef {
+		return s, nil
+	}
 	if s.ref, err = startReference(ctx, s.redis.Port); err != nil {
 		s.close()
 		return nil, err
@@ -98,8 +124,8 @@ func (h *harness) newSetup(ctx context.Context) (*setup, error) {
 	return s, nil
 }
 
-// startKeyrelay starts the daemon for this setup and waits until both
-// subscribers are subscribed.
+// startKeyrelay starts the daemon for this setup and waits until it and the
+// reference, if any, are subscribed.
 func (s *setup) startKeyrelay(ctx context.Context, env []string, countStdout, latency bool) error {
 	// Markers off: with them keyrelay SETs its alive key every second, a
 	// SET that INFO commandstats would count as published and that is
@@ -111,7 +137,11 @@ func (s *setup) startKeyrelay(ctx context.Context, env []string, countStdout, la
 		return err
 	}
 	s.kr = kr
-	if err := s.waitPatterns(ctx, 2); err != nil {
+	want := int64(1)
+	if s.ref != nil {
+		want = 2
+	}
+	if err := s.waitPatterns(ctx, want); err != nil {
 		return fmt.Errorf("keyrelay did not subscribe: %w", err)
 	}
 	return s.rc.ConfigResetStat(ctx).Err()
@@ -141,39 +171,22 @@ func (s *setup) waitPatterns(ctx context.Context, n int64) error {
 }
 
 // sample records, every 100 ms until stopSampling, the largest output
-// buffer Redis holds for each subscriber and keyrelay's largest sink buffer.
+// buffer Redis holds for each subscriber and keyrelay's largest sink buffer,
+// and a tick of the timeline.
 func (s *setup) sample(ctx context.Context) {
 	s.stopSample = make(chan struct{})
+	s.t0 = time.Now()
+	s.timeline = nil
 	s.sampled.Add(1)
 	go func() {
 		defer s.sampled.Done()
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
-			if list, err := s.rc.ClientList(ctx).Result(); err == nil {
-				for _, c := range parseClients(list) {
-					if c["psub"] == "" || c["psub"] == "0" {
-						continue
-					}
-					omem, _ := strconv.ParseInt(c["omem"], 10, 64)
-					s.mu.Lock()
-					if c["id"] == s.refID {
-						s.omemRef = max(s.omemRef, omem)
-					} else {
-						s.omemKR = max(s.omemKR, omem)
-					}
-					s.mu.Unlock()
-				}
-			}
-			if s.kr != nil {
-				if m, err := s.kr.metrics(); err == nil {
-					s.mu.Lock()
-					s.maxBuffer = max(s.maxBuffer, m["keyrelay_buffer_records"])
-					s.mu.Unlock()
-				}
-			}
+			s.sampleOnce(ctx)
 			select {
 			case <-s.stopSample:
+				s.sampleOnce(ctx) // the timeline ends where the run ended
 				return
 			case <-ctx.Done():
 				return
@@ -181,6 +194,40 @@ func (s *setup) sample(ctx context.Context) {
 			}
 		}
 	}()
+}
+
+// sampleOnce takes one look: output buffers, keyrelay's buffer, a tick.
+func (s *setup) sampleOnce(ctx context.Context) {
+	if list, err := s.rc.ClientList(ctx).Result(); err == nil {
+		for _, c := range parseClients(list) {
+			if c["psub"] == "" || c["psub"] == "0" {
+				continue
+			}
+			omem, _ := strconv.ParseInt(c["omem"], 10, 64)
+			s.mu.Lock()
+			if s.ref != nil && c["id"] == s.refID {
+				s.omemRef = max(s.omemRef, omem)
+			} else {
+				s.omemKR = max(s.omemKR, omem)
+			}
+			s.mu.Unlock()
+		}
+	}
+	tk := tick{t: time.Since(s.t0).Seconds(), refMsg: s.ref.received()}
+	tk.published, _ = setCalls(ctx, s.rc)
+	if s.kr != nil {
+		tk.krLines = s.kr.lines.n.Load()
+		tk.rssKB = procRSS(s.kr.pid())
+		if m, err := s.kr.metrics(); err == nil {
+			tk.buffer, tk.dropped = m["keyrelay_buffer_records"], m["keyrelay_records_dropped_total"]
+			s.mu.Lock()
+			s.maxBuffer = max(s.maxBuffer, m["keyrelay_buffer_records"])
+			s.mu.Unlock()
+		}
+	}
+	s.mu.Lock()
+	s.timeline = append(s.timeline, tk)
+	s.mu.Unlock()
 }
 
 func (s *setup) stopSampling() {
@@ -229,6 +276,7 @@ func parseClients(list string) []map[string]string {
 func (s *setup) published(ctx context.Context) (int64, error) { return setCalls(ctx, s.rc) }
 
 // serverDisconnects returns INFO stats client_output_buffer_limit_disconnections
+// (-1: not in this server's INFO)
 // and the number of clients the log says were closed for the limit.
 func (s *setup) serverDisconnects(ctx context.Context) (info, logged int64) {
 	return outputBufferDisconnects(ctx, s.rc, s.redis)
@@ -321,7 +369,7 @@ func (s *setup) wait(ctx context.Context, published int64, lines bool) (progress
 				done = time.Unix(0, s.kr.lines.last.Load())
 			}
 		}
-		if krDone && (p.ref >= published || !s.ref.alive()) {
+		if krDone && (s.ref == nil || p.ref >= published || !s.ref.alive()) {
 			return p, done, nil
 		}
 		if time.Since(lastChange) > s.h.o.stall {
@@ -348,14 +396,17 @@ func (s *setup) finish(ctx context.Context, run string, published int64, pubRate
 	if !done.IsZero() && done.After(start) {
 		kr.rate = float64(kr.delivered) / done.Sub(start).Seconds()
 	}
-	if info+logged > 0 {
-		kr.notes = append(kr.notes, fmt.Sprintf("server: %d output-buffer disconnections (INFO), %d in the log", info, logged))
+	if max(info, logged) > 0 {
+		kr.notes = append(kr.notes, discNote(info, logged))
 	}
 	if s.maxBuffer > 0 {
 		kr.notes = append(kr.notes, fmt.Sprintf("max buffered records %.0f", s.maxBuffer))
 	}
 	if p.gaps > 0 {
 		kr.notes = append(kr.notes, fmt.Sprintf("%d gap records", p.gaps))
+	}
+	if s.ref == nil {
+		return []*result{kr}
 	}
 	ref := &result{run: run, who: "redis-cli", published: published, received: p.ref, delivered: -1,
 		dropped: -1, maxOmem: s.omemRef, pubRate: pubRate, lost: published - p.ref}
@@ -368,17 +419,33 @@ func (s *setup) finish(ctx context.Context, run string, published int64, pubRate
 	return []*result{kr, ref}
 }
 
-// stdoutFull: N notifications at full speed through the stdout sink.
-func (h *harness) stdoutFull(ctx context.Context) ([]*result, error) {
-	s, err := h.newSetup(ctx)
+// stdoutFull: N notifications at full speed through the stdout sink, with
+// records in memory (sync empty) or in a durable spool in the run's
+// directory with KEYRELAY_SPOOL_SYNC=sync.
+func (h *harness) stdoutFull(ctx context.Context, sync string) ([]*result, error) {
+	s, err := h.newSetup(ctx, true)
 	if err != nil {
 		return nil, err
 	}
 	defer s.close()
-	if err := s.startKeyrelay(ctx, []string{"KEYRELAY_SINKS=stdout"}, true, false); err != nil {
+	env := []string{"KEYRELAY_SINKS=stdout"}
+	run := "stdout full speed"
+	if sync != "" {
+		env = append(env, "KEYRELAY_SPOOL_DIR="+filepath.Join(s.dir, "spool"), "KEYRELAY_SPOOL_SYNC="+sync)
+		run += ", spool sync=" + sync
+	}
+	if err := s.startKeyrelay(ctx, env, true, false); err != nil {
 		return nil, err
 	}
-	return s.measure(ctx, "stdout full speed", func() (float64, error) { return s.writeFull(ctx, h.o.n) }, true, nil)
+	rows, err := s.measure(ctx, run, func() (float64, error) { return s.writeFull(ctx, h.o.n) }, true, nil)
+	if sync != "" && len(rows) > 0 {
+		if m, merr := s.kr.metrics(); merr == nil {
+			rows[0].notes = append(rows[0].notes, fmt.Sprintf("spool: %.0f files, %.1f MB at the end; fsync count %.0f, mean %.2f ms",
+				m["keyrelay_spool_files"], m["keyrelay_spool_bytes"]/1e6, m["keyrelay_spool_fsync_seconds_count"],
+				1e3*m["keyrelay_spool_fsync_seconds_sum"]/max(1, m["keyrelay_spool_fsync_seconds_count"])))
+		}
+	}
+	return rows, err
 }
 
 // measure runs write and waits for the run to complete, then fills the rows.
@@ -434,7 +501,7 @@ func (s *setup) measure(ctx context.Context, run string, write func() (float64, 
 // stdoutRate: a fixed rate for rateDuration through the stdout sink, with
 // latency, default settings.
 func (h *harness) stdoutRate(ctx context.Context, rate int) ([]*result, error) {
-	s, err := h.newSetup(ctx)
+	s, err := h.newSetup(ctx, true)
 	if err != nil {
 		return nil, err
 	}
@@ -447,6 +514,9 @@ func (h *harness) stdoutRate(ctx context.Context, rate int) ([]*result, error) {
 	if len(rows) > 0 {
 		if lat := s.kr.lines.latencies(); len(lat) > 0 {
 			rows[0].p50, rows[0].p99, rows[0].hasLatency = percentile(lat, 0.50), percentile(lat, 0.99), true
+			if rate == h.o.rates[0] {
+				h.writeChart(fmt.Sprintf("latency-%d.svg", rate), latencyChart(rate, lat, h.footer))
+			}
 		}
 	}
 	return rows, err
@@ -510,7 +580,7 @@ func (fx *fauxqsRun) env() []string {
 // sqsFull: N notifications at full speed through the SQS sink (packed when
 // pack is set), with a buffer that holds the whole run.
 func (h *harness) sqsFull(ctx context.Context, pack string, inFlight int) ([]*result, error) {
-	s, err := h.newSetup(ctx)
+	s, err := h.newSetup(ctx, true)
 	if err != nil {
 		return nil, err
 	}
@@ -544,7 +614,7 @@ func (h *harness) sqsFull(ctx context.Context, pack string, inFlight int) ([]*re
 // sqsOutage: a steady stream through the SQS sink with default settings
 // while the endpoint answers 503 for a while.
 func (h *harness) sqsOutage(ctx context.Context) ([]*result, error) {
-	s, err := h.newSetup(ctx)
+	s, err := h.newSetup(ctx, true)
 	if err != nil {
 		return nil, err
 	}
@@ -560,16 +630,27 @@ func (h *harness) sqsOutage(ctx context.Context) ([]*result, error) {
 	run := fmt.Sprintf("sqs %d/s, %s outage", h.o.outageRate, h.o.outageFor)
 	octx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var from, to time.Time
+	played := make(chan struct{})
 	go func() {
+		defer close(played)
 		if sleep(octx, 5*time.Second) {
 			fx.p.outage.Store(true)
+			from = time.Now()
 			sleep(octx, h.o.outageFor)
 			fx.p.outage.Store(false)
+			to = time.Now()
 		}
 	}()
-	return s.measure(ctx, run, func() (float64, error) {
+	rows, err := s.measure(ctx, run, func() (float64, error) {
 		return s.writePaced(ctx, h.o.outageRate, h.o.outageTotal)
 	}, false, fx)
+	cancel()
+	<-played
+	if !from.IsZero() && !to.IsZero() {
+		h.writeChart("outage.svg", outageChart(run, s.timeline, from.Sub(s.t0).Seconds(), to.Sub(s.t0).Seconds(), h.footer))
+	}
+	return rows, err
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

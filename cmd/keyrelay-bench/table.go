@@ -13,7 +13,7 @@ import (
 // printTable writes the results as an aligned table, then the notes.
 func printTable(w io.Writer, results []*result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\tsubscriber\tpublished\treceived\tdelivered\tlost\tdropped\tdisc\tmax omem\tpub ev/s\tev/s\tp50\tp99\tRSS MB\tCPU s\tfauxqs CPU s\treqs\tbilled/M\tconns\t")
+	fmt.Fprintln(tw, "run\tsubscriber\tpublished\treceived\tdelivered\tlost\tdropped\tdisc\tmax omem\tpub ev/s\tev/s\tp50\tp99\tRSS MB\tCPU s\tCPU s/M\tfauxqs CPU s\treqs\tbilled/M\tconns\t")
 	na := "–"
 	for _, r := range results {
 		cols := []string{r.run, r.who, num(r.published), num(r.received), numOr(r.delivered, na),
@@ -25,9 +25,9 @@ func printTable(w io.Writer, results []*result) {
 			cols = append(cols, na, na)
 		}
 		if r.hasCPU {
-			cols = append(cols, fmt.Sprintf("%.1f", float64(r.rssKB)/1024), secs(r.cpu))
+			cols = append(cols, fmt.Sprintf("%.1f", float64(r.rssKB)/1024), secs(r.cpu), perMillion(r.cpu, r.published))
 		} else {
-			cols = append(cols, na, na)
+			cols = append(cols, na, na, na)
 		}
 		if r.hasRequests {
 			billed := na
