@@ -4,15 +4,26 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
+	"hash/crc32"
 	"io"
+	"math/rand"
 	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/keyrelay/keyrelay/bridge/bridgetest"
+	"github.com/keyrelay/keyrelay/bridge/spool"
 )
 
 // The tests in this file check the durable spool through the daemon, key by
@@ -216,6 +227,347 @@ func TestSpoolDaemonOverflow(t *testing.T) {
 			}
 			t.Logf("%s: %d keys written, %d delivered, %d dropped in %d overflow gap records",
 				policy, len(keys), len(got), lost, len(gapsOf(recs, "overflow")))
+		})
+	}
+}
+
+// spoolFrame is one frame of a segment file, as bridge/spool's doc.go
+// describes the format: length u32 | crc u32 | seq u64 | time i64 | data,
+// after a 32-byte header.
+type spoolFrame struct {
+	off, size int64
+	seq       uint64
+	at        int64 // unix ns
+	data      []byte
+}
+
+// segFrames parses the valid frames at the start of a segment file.
+func segFrames(t *testing.T, path string) []spoolFrame {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []spoolFrame
+	le := binary.LittleEndian
+	for off := int64(32); off+24 <= int64(len(b)); {
+		n := int64(le.Uint32(b[off:]))
+		if n < 16 || off+8+n > int64(len(b)) || crc32.Checksum(b[off+8:off+8+n], crc32.MakeTable(crc32.Castagnoli)) != le.Uint32(b[off+4:]) {
+			break
+		}
+		out = append(out, spoolFrame{off: off, size: 8 + n, seq: le.Uint64(b[off+8:]), at: int64(le.Uint64(b[off+16:])), data: b[off+24 : off+8+n]})
+		off += 8 + n
+	}
+	return out
+}
+
+// encodeFrame encodes a frame as the spool writes it.
+func encodeFrame(seq uint64, at int64, data []byte) []byte {
+	le := binary.LittleEndian
+	b := le.AppendUint32(nil, uint32(16+len(data)))
+	b = le.AppendUint32(b, 0)
+	b = le.AppendUint64(b, seq)
+	b = le.AppendUint64(b, uint64(at))
+	b = append(b, data...)
+	le.PutUint32(b[4:], crc32.Checksum(b[8:], crc32.MakeTable(crc32.Castagnoli)))
+	return b
+}
+
+// appendFile appends b to the file at path.
+func appendFile(t *testing.T, path string, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// copyDir copies the regular files of src into a new directory.
+func copyDir(t *testing.T, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+// segments returns the paths of the segment files in dir, oldest first.
+func segments(t *testing.T, dir string) []string {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(dir, "seg-*.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(paths)
+	return paths
+}
+
+var frameKeyRE = regexp.MustCompile(`"key":"([^"]+)"`)
+
+// killedSpool runs keyrelay as a process whose standard output nobody
+// reads, with KEYRELAY_SPOOL_SYNC=every, writes n keys, kills it with
+// SIGKILL once the spool holds them all, and returns the keys and the
+// records it delivered into the pipe before it died (whole lines only).
+func killedSpool(t *testing.T, env map[string]string, dir string, c *redis.Client, prefix string, n int) ([]string, []testRecord) {
+	t.Helper()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	cmd := command(t, env, "run")
+	cmd.Stdout = pw
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("killed keyrelay's stderr:\n%s", stderr.String())
+		}
+	}()
+	waitUntil(t, 10*time.Second, "subscribed", func() bool { return strings.Contains(stderr.String(), `"msg":"subscribed"`) })
+	keys := writeKeys(t, c, prefix, n)
+	waitUntil(t, 20*time.Second, "the spool to hold every record", func() bool {
+		st, err := spool.Inspect(dir)
+		return err == nil && st.Last >= uint64(n)
+	})
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	out, err := io.ReadAll(pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := bytes.LastIndexByte(out, '\n'); i >= 0 {
+		out = out[:i+1]
+	} else {
+		out = nil
+	}
+	return keys, parseRecords(t, bytes.NewReader(out))
+}
+
+// spoolDamage is one way of damaging a spool directory left by a kill -9.
+// It returns the keys whose records it destroyed and their frames' times.
+type spoolDamage struct {
+	name   string
+	damage func(t *testing.T, dir string, acked uint64) (lost map[string]time.Time)
+	found  string // what the restart's log says
+}
+
+// TestSpoolDaemonDamage: keyrelay is killed with a backlog in its spool
+// (KEYRELAY_SPOOL_SYNC=every); copies of the directory are damaged as a
+// crash or a disk can: a torn frame, a zero-filled tail and a garbage tail
+// after the last record, a byte flipped in a record in the middle of an
+// older segment and in the last one. `keyrelay spool` reads each one and
+// exits 0, and keyrelay starts on each: a torn tail costs nothing (every
+// key is delivered), a flipped byte costs exactly the record it hit, which
+// a gap record with reason spool covers (count and window), its segment is
+// quarantined (*.corrupt) and every other key is delivered, duplicates with
+// the same id.
+func TestSpoolDaemonDamage(t *testing.T) {
+	const n = 3000
+	r := bridgetest.StartRedis(t)
+	c := newWriter(t, r.Addr)
+	dir := t.TempDir()
+	env := func(dir string) map[string]string {
+		return spoolEnv(r.Addr, dir, "KEYRELAY_SPOOL_SYNC", "every", "KEYRELAY_SPOOL_SEGMENT_BYTES", "65536",
+			"KEYRELAY_SPOOL_MAX_BYTES", "2097152") // batches of at most 256 KiB: several segments
+	}
+	keys, before := killedSpool(t, env(dir), dir, c, "dmg:", n)
+	st, err := spool.Inspect(dir)
+	if err != nil || len(st.Cursors) != 1 {
+		t.Fatalf("spool after the kill: %+v, %v", st, err)
+	}
+	acked := st.Cursors[0].Acked
+	t.Logf("killed with %d records in %d segments, %d delivered before the kill, cursor at %d",
+		st.Last, st.Files, len(before), acked)
+	if acked >= uint64(n)/2 || st.Files < 3 {
+		t.Fatalf("no backlog to damage: %d records acknowledged, %d segments", acked, st.Files)
+	}
+
+	// flip flips one byte in the data of the middle record of a segment
+	// beyond the cursor, and returns that record's key.
+	flip := func(t *testing.T, path string, acked uint64) map[string]time.Time {
+		frames := segFrames(t, path)
+		i := len(frames) / 2
+		fr := frames[i]
+		if fr.seq <= acked || i == 0 || i == len(frames)-1 {
+			t.Fatalf("%s: frame %d (seq %d) is no record in the middle beyond the cursor (%d)", path, i, fr.seq, acked)
+		}
+		m := frameKeyRE.FindSubmatch(fr.data)
+		if m == nil {
+			t.Fatalf("no key in the frame: %q", fr.data)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[fr.off+24+int64(len(fr.data))/2] ^= 0x5a
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return map[string]time.Time{string(m[1]): time.Unix(0, fr.at)}
+	}
+	lastSeg := func(t *testing.T, dir string) string {
+		segs := segments(t, dir)
+		return segs[len(segs)-1]
+	}
+	cases := []spoolDamage{
+		{"torn frame", func(t *testing.T, dir string, _ uint64) map[string]time.Time {
+			path := lastSeg(t, dir)
+			frames := segFrames(t, path)
+			last := frames[len(frames)-1]
+			fr := encodeFrame(last.seq+1, time.Now().UnixNano(), last.data)
+			appendFile(t, path, fr[:len(fr)/2])
+			return nil
+		}, `"msg":"spool: cut torn tail"`},
+		{"zero-filled tail", func(t *testing.T, dir string, _ uint64) map[string]time.Time {
+			appendFile(t, lastSeg(t, dir), make([]byte, 8192))
+			return nil
+		}, `"msg":"spool: cut torn tail"`},
+		{"garbage tail", func(t *testing.T, dir string, _ uint64) map[string]time.Time {
+			g := make([]byte, 5000)
+			rand.New(rand.NewSource(1)).Read(g)
+			appendFile(t, lastSeg(t, dir), g)
+			return nil
+		}, `"msg":"spool: cut torn tail"`},
+		{"flipped byte in an older segment", func(t *testing.T, dir string, acked uint64) map[string]time.Time {
+			segs := segments(t, dir)
+			return flip(t, segs[len(segs)/2], acked)
+		}, `"msg":"spool: quarantined damaged segment"`},
+		{"flipped byte in the last segment", func(t *testing.T, dir string, acked uint64) map[string]time.Time {
+			return flip(t, lastSeg(t, dir), acked)
+		}, `"msg":"spool: quarantined damaged segment"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := copyDir(t, dir)
+			lost := tc.damage(t, dir, acked)
+			env := env(dir)
+
+			out, err := command(t, env, "spool").CombinedOutput()
+			if err != nil {
+				t.Fatalf("keyrelay spool on a damaged spool: %v\n%s", err, out)
+			}
+			t.Logf("keyrelay spool:\n%s", out)
+
+			d := startDaemon(t, env)
+			ids := map[string]string{}
+			for _, rec := range before {
+				if rec.Type == "keyevent" && rec.Key != nil {
+					ids[*rec.Key] = rec.ID
+				}
+			}
+			recs := d.waitRecords(15*time.Second, func(recs []testRecord) bool {
+				got := keysOf(recs, "set")
+				for _, k := range keys {
+					if got[k] == 0 && ids[k] == "" {
+						if _, ok := lost[k]; !ok {
+							return false
+						}
+					}
+				}
+				return len(gapsOf(recs, "spool")) >= min(len(lost), 1)
+			})
+			time.Sleep(300 * time.Millisecond) // a late record or gap would show now
+			recs = d.records()
+			for _, rec := range recs {
+				if rec.Type != "keyevent" || rec.Key == nil {
+					continue
+				}
+				if id, ok := ids[*rec.Key]; ok && id != rec.ID {
+					t.Errorf("key %s delivered twice with different ids %s and %s", *rec.Key, id, rec.ID)
+				}
+				ids[*rec.Key] = rec.ID
+			}
+			// Key by key: what is not delivered is exactly what the damage
+			// destroyed, inside the window of the spool gap record.
+			var gaps []gapWindow
+			var counted int64
+			for _, g := range gapsOf(recs, "spool") {
+				since, until := checkGap(t, g, "spool")
+				gaps = append(gaps, gapWindow{since, until, "spool"})
+				counted += g.Dropped
+			}
+			missing := 0
+			for _, k := range keys {
+				if ids[k] != "" {
+					if _, ok := lost[k]; ok {
+						t.Errorf("key %s delivered, but its record was destroyed", k)
+					}
+					continue
+				}
+				missing++
+				at, ok := lost[k]
+				if !ok {
+					t.Errorf("key %s not delivered", k)
+					continue
+				}
+				at = at.Truncate(time.Microsecond)
+				inside := false
+				for _, g := range gaps {
+					if !at.Before(g.since) && !at.After(g.until) {
+						inside = true
+					}
+				}
+				if !inside {
+					t.Errorf("key %s, appended at %s, lost outside every spool gap window %v", k, at.Format(time.RFC3339Nano), gaps)
+				}
+			}
+			if counted != int64(missing) || missing != len(lost) {
+				t.Errorf("spool gap records count %d lost, %d keys missing, %d destroyed", counted, missing, len(lost))
+			}
+			// Writing goes on after the repair: new keys are delivered, and
+			// a damaged last segment is quarantined once the spool has moved
+			// on to a new one.
+			later := writeKeys(t, c, "later:"+tc.name+":", 10)
+			d.waitRecords(10*time.Second, func(recs []testRecord) bool {
+				got := keysOf(recs, "set")
+				for _, k := range later {
+					if got[k] == 0 {
+						return false
+					}
+				}
+				return true
+			})
+			if len(lost) > 0 {
+				waitUntil(t, 10*time.Second, "the damaged segment quarantined", func() bool {
+					q, _ := filepath.Glob(filepath.Join(dir, "*.corrupt"))
+					return len(q) == 1
+				})
+			} else if q, _ := filepath.Glob(filepath.Join(dir, "*.corrupt")); len(q) > 0 {
+				t.Errorf("quarantined %v after a torn tail", q)
+			}
+			if err := d.Stop(); err != nil {
+				t.Errorf("stop: %v", err)
+			}
+			if !strings.Contains(d.Stderr.String(), tc.found) {
+				t.Errorf("the log does not say %q", tc.found)
+			}
 		})
 	}
 }
