@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/keyrelay/keyrelay/bridge/bridgetest"
 	"github.com/keyrelay/keyrelay/bridge/spool"
+	"github.com/keyrelay/keyrelay/sinks/awsbatch/awsbatchtest"
 )
 
 // The tests in this file check the durable spool through the daemon, key by
@@ -570,4 +572,89 @@ func TestSpoolDaemonDamage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSpoolDaemonSlowAndFastSink: two sinks read one spool of four 64 KiB
+// segments with KEYRELAY_OVERFLOW=drop-oldest: stdout is a pipe nobody
+// reads, SQS (fauxqs) keeps up (each batch of writes waits until the queue
+// has it). Only stdout drops: it receives every key or an overflow gap
+// window around it with exact counts, SQS receives every key and no gap.
+func TestSpoolDaemonSlowAndFastSink(t *testing.T) {
+	const chunks, chunk = 15, 200
+	r := bridgetest.StartRedis(t)
+	bridgetest.StartFauxqs(t)
+	sqsc, _ := awsbatchtest.Clients(t)
+	queueURL, _ := awsbatchtest.CreateQueue(t, sqsc, awsbatchtest.UniqueName("fast", false), nil)
+	reader := awsbatchtest.NewReader(t, sqsc, queueURL)
+	out := newPipeOut(t)
+	d := startDaemonTo(t, spoolEnv(r.Addr, t.TempDir(), "KEYRELAY_OVERFLOW", "drop-oldest",
+		"KEYRELAY_SINKS", "stdout,sqs", "KEYRELAY_SQS_QUEUE_URL", queueURL,
+		"KEYRELAY_SPOOL_SEGMENT_BYTES", "65536", "KEYRELAY_SPOOL_MAX_BYTES", "262144"),
+		func(*syncBuffer) io.Writer { return out.w })
+
+	c := newWriter(t, r.Addr)
+	var keys []string
+	sqsRecs := func() []testRecord {
+		var recs []testRecord
+		for _, m := range reader.Poll() {
+			rec, err := bridgetest.ParseRecord([]byte(m.Body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs = append(recs, testRecord(rec))
+		}
+		return recs
+	}
+	allIn := func(recs []testRecord) bool {
+		got := keysOf(recs, "set")
+		for _, k := range keys {
+			if got[k] == 0 {
+				return false
+			}
+		}
+		return true
+	}
+	for i := range chunks {
+		keys = append(keys, writeKeys(t, c, "k"+strconv.Itoa(i)+":", chunk)...)
+		waitUntil(t, 10*time.Second, "SQS to receive the keys written so far", func() bool { return allIn(sqsRecs()) })
+	}
+	d.waitLog("spool overflow dropped records", 10*time.Second)
+
+	out.Drain(d.Stdout)
+	d.waitRecords(15*time.Second, func(recs []testRecord) bool {
+		var dropped int64
+		for _, g := range gapsOf(recs, "overflow") {
+			dropped += g.Dropped
+		}
+		return int64(len(keysOf(recs, "set")))+dropped >= int64(len(keys))
+	})
+	time.Sleep(300 * time.Millisecond) // a late record or gap would show now
+	recs := d.records()
+	checkUnique(t, recs, "set")
+	lost := checkLostInWindows(t, keys, recs, "overflow")
+	if lost == 0 {
+		t.Fatalf("stdout dropped nothing: the bound was not reached")
+	}
+	for _, g := range ofType(recs, "gap") {
+		if g.Reason != "overflow" {
+			t.Errorf("unexpected gap record on stdout %+v", g)
+		}
+	}
+
+	fast := sqsRecs()
+	if !allIn(fast) {
+		t.Errorf("SQS misses keys")
+	}
+	for _, g := range ofType(fast, "gap") {
+		t.Errorf("gap record on SQS, the sink that kept up: %+v", g)
+	}
+	checkUnique(t, fast, "set")
+	m := regexp.MustCompile(`"msg":"gap: spool overflow dropped records","sink":"(\w+)"`).FindAllStringSubmatch(d.Stderr.String(), -1)
+	for _, s := range m {
+		if s[1] != "stdout" {
+			t.Errorf("overflow logged for sink %s", s[1])
+		}
+	}
+	t.Logf("%d keys: SQS received all, stdout %d (%d dropped in %d overflow gap records)",
+		len(keys), len(keysOf(recs, "set")), lost, len(gapsOf(recs, "overflow")))
 }
