@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"math/rand"
@@ -373,10 +374,11 @@ func killedSpool(t *testing.T, env map[string]string, dir string, c *redis.Clien
 }
 
 // spoolDamage is one way of damaging a spool directory left by a kill -9.
-// It returns the keys whose records it destroyed and their frames' times.
+// It returns the keys whose records it destroyed with their frames' times,
+// and what `keyrelay spool` must say about it.
 type spoolDamage struct {
 	name   string
-	damage func(t *testing.T, dir string, acked uint64) (lost map[string]time.Time)
+	damage func(t *testing.T, dir string, acked uint64) (lost map[string]time.Time, says string)
 	found  string // what the restart's log says
 }
 
@@ -411,9 +413,14 @@ func TestSpoolDaemonDamage(t *testing.T) {
 		t.Fatalf("no backlog to damage: %d records acknowledged, %d segments", acked, st.Files)
 	}
 
+	if out, err := command(t, env(dir), "spool").CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "check: 3000 records in ") || !strings.Contains(string(out), "every checksum valid") {
+		t.Errorf("keyrelay spool on the undamaged spool: %v\n%s", err, out)
+	}
+
 	// flip flips one byte in the data of the middle record of a segment
 	// beyond the cursor, and returns that record's key.
-	flip := func(t *testing.T, path string, acked uint64) map[string]time.Time {
+	flip := func(t *testing.T, path string, acked uint64) (map[string]time.Time, string) {
 		frames := segFrames(t, path)
 		i := len(frames) / 2
 		fr := frames[i]
@@ -432,48 +439,59 @@ func TestSpoolDaemonDamage(t *testing.T) {
 		if err := os.WriteFile(path, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		return map[string]time.Time{string(m[1]): time.Unix(0, fr.at)}
+		return map[string]time.Time{string(m[1]): time.Unix(0, fr.at)},
+			fmt.Sprintf("%s: damaged: 1 record lost (seq %d to %d", filepath.Base(path), fr.seq, fr.seq)
+	}
+	torn := func(path string, n int) string {
+		return fmt.Sprintf("%s: torn tail: %d bytes after the last whole record", filepath.Base(path), n)
 	}
 	lastSeg := func(t *testing.T, dir string) string {
 		segs := segments(t, dir)
 		return segs[len(segs)-1]
 	}
 	cases := []spoolDamage{
-		{"torn frame", func(t *testing.T, dir string, _ uint64) map[string]time.Time {
+		{"torn frame", func(t *testing.T, dir string, _ uint64) (map[string]time.Time, string) {
 			path := lastSeg(t, dir)
 			frames := segFrames(t, path)
 			last := frames[len(frames)-1]
 			fr := encodeFrame(last.seq+1, time.Now().UnixNano(), last.data)
 			appendFile(t, path, fr[:len(fr)/2])
-			return nil
+			return nil, torn(path, len(fr)/2)
 		}, `"msg":"spool: cut torn tail"`},
-		{"zero-filled tail", func(t *testing.T, dir string, _ uint64) map[string]time.Time {
-			appendFile(t, lastSeg(t, dir), make([]byte, 8192))
-			return nil
+		{"zero-filled tail", func(t *testing.T, dir string, _ uint64) (map[string]time.Time, string) {
+			path := lastSeg(t, dir)
+			appendFile(t, path, make([]byte, 8192))
+			return nil, torn(path, 8192)
 		}, `"msg":"spool: cut torn tail"`},
-		{"garbage tail", func(t *testing.T, dir string, _ uint64) map[string]time.Time {
+		{"garbage tail", func(t *testing.T, dir string, _ uint64) (map[string]time.Time, string) {
+			path := lastSeg(t, dir)
 			g := make([]byte, 5000)
 			rand.New(rand.NewSource(1)).Read(g)
-			appendFile(t, lastSeg(t, dir), g)
-			return nil
+			appendFile(t, path, g)
+			return nil, torn(path, 5000)
 		}, `"msg":"spool: cut torn tail"`},
-		{"flipped byte in an older segment", func(t *testing.T, dir string, acked uint64) map[string]time.Time {
+		{"flipped byte in an older segment", func(t *testing.T, dir string, acked uint64) (map[string]time.Time, string) {
 			segs := segments(t, dir)
 			return flip(t, segs[len(segs)/2], acked)
 		}, `"msg":"spool: quarantined damaged segment"`},
-		{"flipped byte in the last segment", func(t *testing.T, dir string, acked uint64) map[string]time.Time {
+		{"flipped byte in the last segment", func(t *testing.T, dir string, acked uint64) (map[string]time.Time, string) {
 			return flip(t, lastSeg(t, dir), acked)
 		}, `"msg":"spool: quarantined damaged segment"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := copyDir(t, dir)
-			lost := tc.damage(t, dir, acked)
+			lost, says := tc.damage(t, dir, acked)
 			env := env(dir)
 
+			// keyrelay spool says what it found, and only that.
 			out, err := command(t, env, "spool").CombinedOutput()
 			if err != nil {
 				t.Fatalf("keyrelay spool on a damaged spool: %v\n%s", err, out)
+			}
+			if !strings.Contains(string(out), says) || strings.Count(string(out), ": torn tail: ")+
+				strings.Count(string(out), ": damaged: ") != 1 || !strings.Contains(string(out), "1 file with findings") {
+				t.Errorf("keyrelay spool does not say %q (and nothing else wrong):\n%s", says, out)
 			}
 			t.Logf("keyrelay spool:\n%s", out)
 
