@@ -325,6 +325,15 @@ func segments(t *testing.T, dir string) []string {
 	return paths
 }
 
+// spoolCommand runs `keyrelay spool` in-process (the re-executed binary
+// costs seconds under -race; TestSpoolSurvivesKill runs it as a process)
+// and returns what it printed; a nil error is exit status 0.
+func spoolCommand(t *testing.T, env map[string]string) (string, error) {
+	t.Helper()
+	stdout, stderr, err := runOnce(context.Background(), t, env, "spool")
+	return stdout.String() + stderr.String(), err
+}
+
 var frameKeyRE = regexp.MustCompile(`"key":"([^"]+)"`)
 
 // killedSpool runs keyrelay as a process whose standard output nobody
@@ -398,13 +407,13 @@ func (d spoolDamage) quarantineExpected() bool { return strings.Contains(d.found
 // window); a damaged segment is quarantined (*.corrupt); every other key is
 // delivered, duplicates with the same id, and new writes flow.
 func TestSpoolDaemonDamage(t *testing.T) {
-	const n = 3000
+	const n = 2000
 	r := bridgetest.StartRedis(t)
 	c := newWriter(t, r.Addr)
 	dir := t.TempDir()
 	env := func(dir string) map[string]string {
 		return spoolEnv(r.Addr, dir, "KEYRELAY_SPOOL_SYNC", "every", "KEYRELAY_SPOOL_SEGMENT_BYTES", "65536",
-			"KEYRELAY_SPOOL_MAX_BYTES", "2097152") // batches of at most 256 KiB: several segments
+			"KEYRELAY_SPOOL_MAX_BYTES", "1048576") // batches of at most 128 KiB: several segments
 	}
 	keys, before := killedSpool(t, env(dir), dir, c, "dmg:", n)
 	st, err := spool.Inspect(dir)
@@ -418,8 +427,7 @@ func TestSpoolDaemonDamage(t *testing.T) {
 		t.Fatalf("no backlog to damage: %d records acknowledged, %d segments", acked, st.Files)
 	}
 
-	if out, err := command(t, env(dir), "spool").CombinedOutput(); err != nil ||
-		!strings.Contains(string(out), "every checksum valid") {
+	if out, err := spoolCommand(t, env(dir)); err != nil || !strings.Contains(out, "every checksum valid") {
 		t.Errorf("keyrelay spool on the undamaged spool: %v\n%s", err, out)
 	}
 
@@ -510,12 +518,12 @@ func TestSpoolDaemonDamage(t *testing.T) {
 			env := env(dir)
 
 			// keyrelay spool says what it found, and only that.
-			out, err := command(t, env, "spool").CombinedOutput()
+			out, err := spoolCommand(t, env)
 			if err != nil {
 				t.Fatalf("keyrelay spool on a damaged spool: %v\n%s", err, out)
 			}
-			if !strings.Contains(string(out), says) || strings.Count(string(out), ": torn tail: ")+
-				strings.Count(string(out), ": damaged: ")+strings.Count(string(out), ": invalid header") != 1 || !strings.Contains(string(out), "1 file with findings") {
+			if !strings.Contains(out, says) || strings.Count(out, ": torn tail: ")+strings.Count(out, ": damaged: ")+
+				strings.Count(out, ": invalid header") != 1 || !strings.Contains(out, "1 file with findings") {
 				t.Errorf("keyrelay spool does not say %q (and nothing else wrong):\n%s", says, out)
 			}
 			t.Logf("keyrelay spool:\n%s", out)
