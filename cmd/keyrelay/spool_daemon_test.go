@@ -625,20 +625,39 @@ func TestSpoolDaemonDamage(t *testing.T) {
 	}
 }
 
+// accounted returns whether every key is delivered in recs or counted by
+// one of its overflow gap records.
+func accounted(keys []string, recs []testRecord) bool {
+	var dropped int64
+	for _, g := range gapsOf(recs, "overflow") {
+		dropped += g.Dropped
+	}
+	return int64(len(keysOf(recs, "set")))+dropped >= int64(len(keys))
+}
+
 // TestSpoolDaemonSlowAndFastSink: two sinks read one spool of four 64 KiB
-// segments with KEYRELAY_OVERFLOW=drop-oldest: stdout is a pipe nobody
-// reads, SQS (fauxqs) keeps up (each batch of writes waits until the queue
-// has it). Only stdout drops: it receives every key or an overflow gap
-// window around it with exact counts, SQS receives every key and no gap.
+// segments: stdout is a pipe nobody reads, SQS (fauxqs) keeps up (each
+// chunk of writes waits until the queue has it, or has counted it). Every
+// key lost for a sink lies inside one of that sink's overflow gap windows,
+// with exact counts. drop-oldest: only stdout drops, SQS receives every key
+// and no gap record. drop-newest (docs/delivery.md: "drops arriving records
+// for every sink"): once the stuck sink has filled the spool, SQS loses the
+// arriving records too, each of them also lost for stdout.
 func TestSpoolDaemonSlowAndFastSink(t *testing.T) {
-	const chunks, chunk = 15, 200
+	for _, policy := range []string{"drop-oldest", "drop-newest"} {
+		t.Run(policy, func(t *testing.T) { testSlowAndFastSink(t, policy) })
+	}
+}
+
+func testSlowAndFastSink(t *testing.T, policy string) {
+	const chunks, chunk = 10, 200
 	r := bridgetest.StartRedis(t)
 	bridgetest.StartFauxqs(t)
 	sqsc, _ := awsbatchtest.Clients(t)
 	queueURL, _ := awsbatchtest.CreateQueue(t, sqsc, awsbatchtest.UniqueName("fast", false), nil)
 	reader := awsbatchtest.NewReader(t, sqsc, queueURL)
 	out := newPipeOut(t)
-	d := startDaemonTo(t, spoolEnv(r.Addr, t.TempDir(), "KEYRELAY_OVERFLOW", "drop-oldest",
+	d := startDaemonTo(t, spoolEnv(r.Addr, t.TempDir(), "KEYRELAY_OVERFLOW", policy,
 		"KEYRELAY_SINKS", "stdout,sqs", "KEYRELAY_SQS_QUEUE_URL", queueURL,
 		"KEYRELAY_SPOOL_SEGMENT_BYTES", "65536", "KEYRELAY_SPOOL_MAX_BYTES", "262144"),
 		func(*syncBuffer) io.Writer { return out.w })
@@ -656,29 +675,16 @@ func TestSpoolDaemonSlowAndFastSink(t *testing.T) {
 		}
 		return recs
 	}
-	allIn := func(recs []testRecord) bool {
-		got := keysOf(recs, "set")
-		for _, k := range keys {
-			if got[k] == 0 {
-				return false
-			}
-		}
-		return true
-	}
 	for i := range chunks {
 		keys = append(keys, writeKeys(t, c, "k"+strconv.Itoa(i)+":", chunk)...)
-		waitUntil(t, 10*time.Second, "SQS to receive the keys written so far", func() bool { return allIn(sqsRecs()) })
+		waitUntil(t, 10*time.Second, "SQS to receive (or count) the keys written so far", func() bool {
+			return accounted(keys, sqsRecs())
+		})
 	}
 	d.waitLog("spool overflow dropped records", 10*time.Second)
 
 	out.Drain(d.Stdout)
-	d.waitRecords(15*time.Second, func(recs []testRecord) bool {
-		var dropped int64
-		for _, g := range gapsOf(recs, "overflow") {
-			dropped += g.Dropped
-		}
-		return int64(len(keysOf(recs, "set")))+dropped >= int64(len(keys))
-	})
+	d.waitRecords(15*time.Second, func(recs []testRecord) bool { return accounted(keys, recs) })
 	time.Sleep(300 * time.Millisecond) // a late record or gap would show now
 	recs := d.records()
 	checkUnique(t, recs, "set")
@@ -693,19 +699,35 @@ func TestSpoolDaemonSlowAndFastSink(t *testing.T) {
 	}
 
 	fast := sqsRecs()
-	if !allIn(fast) {
-		t.Errorf("SQS misses keys")
-	}
-	for _, g := range ofType(fast, "gap") {
-		t.Errorf("gap record on SQS, the sink that kept up: %+v", g)
-	}
 	checkUnique(t, fast, "set")
-	m := regexp.MustCompile(`"msg":"gap: spool overflow dropped records","sink":"(\w+)"`).FindAllStringSubmatch(d.Stderr.String(), -1)
-	for _, s := range m {
-		if s[1] != "stdout" {
-			t.Errorf("overflow logged for sink %s", s[1])
+	fastLost := checkLostInWindows(t, keys, fast, "overflow")
+	for _, g := range ofType(fast, "gap") {
+		if g.Reason != "overflow" {
+			t.Errorf("unexpected gap record on SQS %+v", g)
 		}
 	}
-	t.Logf("%d keys: SQS received all, stdout %d (%d dropped in %d overflow gap records)",
-		len(keys), len(keysOf(recs, "set")), lost, len(gapsOf(recs, "overflow")))
+	logged := map[string]bool{}
+	m := regexp.MustCompile(`"msg":"gap: spool overflow dropped records","sink":"(\w+)"`).FindAllStringSubmatch(d.Stderr.String(), -1)
+	for _, s := range m {
+		logged[s[1]] = true
+	}
+	switch policy {
+	case "drop-oldest":
+		if fastLost > 0 || logged["sqs"] {
+			t.Errorf("SQS, the sink that kept up, lost %d keys", fastLost)
+		}
+	case "drop-newest":
+		if fastLost == 0 || !logged["sqs"] {
+			t.Errorf("SQS lost nothing with drop-newest: the docs say arriving records are dropped for every sink")
+		}
+		got, slow := keysOf(fast, "set"), keysOf(recs, "set")
+		for _, k := range keys {
+			if got[k] == 0 && slow[k] > 0 {
+				t.Errorf("key %s lost for SQS but delivered to stdout: drop-newest drops for every sink", k)
+				break
+			}
+		}
+	}
+	t.Logf("%s: %d keys: SQS %d (%d dropped), stdout %d (%d dropped in %d overflow gap records)", policy,
+		len(keys), len(keysOf(fast, "set")), fastLost, len(keysOf(recs, "set")), lost, len(gapsOf(recs, "overflow")))
 }
