@@ -122,6 +122,12 @@ func (d *spoolDecoder) tm() time.Time {
 	return time.Time{}
 }
 
+// isSpoolGap reports whether b, a record encoded by encodeSpoolEntry, is a
+// gap record.
+func isSpoolGap(b []byte) bool {
+	return len(b) > 1 && b[0] == spoolVersion && b[1] == spoolGap
+}
+
 // decodeSpoolEntry decodes what encodeSpoolEntry encoded. The Entry's Body
 // is a copy: it does not alias b.
 func decodeSpoolEntry(b []byte) (*Entry, error) {

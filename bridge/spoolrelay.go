@@ -268,7 +268,8 @@ func (r *Relay) appendBatch(batch []*Entry, payloads [][]byte) {
 
 // dropOldest makes every cursor behind the oldest segment skip it (each
 // sink's skipped records become its overflow gap), so that the segment can
-// be deleted.
+// be deleted. Gap records in it are not dropped: each sink that skips one
+// gets it outside the log, as the in-memory buffer never evicts one.
 func (r *Relay) dropOldest() {
 	end, ok := r.spool.OldestSegmentEnd()
 	if !ok {
@@ -278,10 +279,13 @@ func (r *Relay) dropOldest() {
 		if s.cursor == nil {
 			continue
 		}
-		d, err := s.cursor.Drop(end)
+		d, err := s.cursor.DropExcept(end, isSpoolGap)
 		if err != nil {
 			r.log.Warn("spool: drop of the oldest records failed", "sink", s.name, "err", err)
 			continue
+		}
+		for _, rec := range d.Kept {
+			s.pushGap(s.spoolEntry(rec))
 		}
 		if d.Count > 0 {
 			r.metrics.Dropped.WithLabelValues(s.name, GapOverflow).Add(float64(d.Count))

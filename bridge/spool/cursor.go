@@ -37,8 +37,11 @@ type Dropped struct {
 	Count       int64  // records this cursor will never hand out
 	First, Last uint64 // their sequence numbers (valid when Count > 0)
 	// Append times of the first and last skipped records still readable
-	// (zero if none was).
+	// (zero if none was), Kept left out.
 	Since, Until time.Time
+	// Kept are the skipped records DropExcept was told to keep: not in
+	// Count, acknowledged like the others; the caller delivers them.
+	Kept []Record
 }
 
 // Cursor is one reader's position in the log (keyrelay: one per sink). It
@@ -325,7 +328,14 @@ func addRange(rs []seqRange, r seqRange) []seqRange {
 // the dropped ones (keyrelay: a gap record with Dropped.Count). upTo beyond
 // the last record is capped to it. Drop reads the records it skips, to
 // report their times.
-func (c *Cursor) Drop(upTo uint64) (Dropped, error) {
+func (c *Cursor) Drop(upTo uint64) (Dropped, error) { return c.DropExcept(upTo, nil) }
+
+// DropExcept is Drop, except that the skipped records for which keep
+// returns true are returned in Dropped.Kept (their data copied) instead of
+// being counted: records the caller must not lose to the overflow policy
+// (keyrelay: gap records), which it then delivers itself. keep sees a
+// record's data only while it runs.
+func (c *Cursor) DropExcept(upTo uint64, keep func(data []byte) bool) (Dropped, error) {
 	var d Dropped
 	if err := c.acquire(context.Background()); err != nil {
 		return d, err
@@ -352,6 +362,13 @@ func (c *Cursor) Drop(upTo uint64) (Dropped, error) {
 			}
 			if it.fr.seq > upTo {
 				break
+			}
+			if keep != nil && keep(it.fr.data) {
+				d.Kept = append(d.Kept, Record{Seq: it.fr.seq, Time: fromUnixNano(it.fr.time),
+					Data: append([]byte(nil), it.fr.data...)})
+				d.Count--
+				c.consume(it)
+				continue
 			}
 			if d.Since.IsZero() {
 				d.Since = fromUnixNano(it.fr.time)
