@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -125,33 +126,78 @@ func (s *Subscriber) aliveWatched() bool {
 // subscription, the window in which no instance of the group listened to the
 // node: from the moment the alive key holds until the subscription was
 // confirmed.
+//
+// Two places may know that moment: the alive key in Redis (any instance of
+// the group) and the newest marker this instance's spool kept for the node
+// (restarts with the same spool, even without permission to write the
+// key). Both are moments at which the group surely listened: the later one
+// is the tighter bound.
 func (s *Subscriber) restartGap(ctx context.Context, sess *session) {
-	if s.cfg.AliveKey == "" || sess.pub == nil {
-		return
+	if s.cfg.AliveKey == "" {
+		return // markers off
+	}
+	since, fromSpool := s.relay.SpoolAnchor(s.cfg.Source)
+	if alive, ok := s.readAlive(ctx, sess, fromSpool); ok && alive.After(since) {
+		since = alive
+	}
+	if since.IsZero() {
+		s.metrics.RestartUnknown.Inc()
+		return // readAlive said why
+	}
+	if !since.Before(sess.confirmed) {
+		return // the key is newer than this subscription (clocks, or another instance of the group)
+	}
+	s.relay.EmitGap(s.cfg.Source, GapRestart, since, sess.confirmed)
+}
+
+// readAlive returns the moment the alive key holds. Without one it logs
+// why, as a warning unless the spool dates the restart anyway (quiet).
+func (s *Subscriber) readAlive(ctx context.Context, sess *session, quiet bool) (time.Time, bool) {
+	level := slog.LevelWarn
+	if quiet {
+		level = slog.LevelDebug
+	}
+	if sess.pub == nil {
+		return time.Time{}, false
 	}
 	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	v, err := sess.pub.Get(rctx, s.cfg.AliveKey).Result()
 	cancel()
 	switch {
 	case errors.Is(err, redis.Nil):
-		s.metrics.RestartUnknown.Inc()
-		s.log.Info("restart: no record of when keyrelay last listened to this node (a first start, or absent longer than the alive key lives): no restart gap",
+		if !quiet {
+			level = slog.LevelInfo
+		}
+		s.log.Log(ctx, level, "restart: no record of when keyrelay last listened to this node (a first start, or absent longer than the alive key lives): no restart gap",
 			"key", s.cfg.AliveKey)
-		return
+		return time.Time{}, false
 	case err != nil:
-		s.metrics.RestartUnknown.Inc()
-		s.log.Warn("restart: cannot read when keyrelay last listened to this node: no restart gap", "key", s.cfg.AliveKey, "err", err)
-		return
+		s.log.Log(ctx, level, "restart: cannot read when keyrelay last listened to this node: no restart gap", "key", s.cfg.AliveKey, "err", err)
+		return time.Time{}, false
 	}
 	us, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
-		s.metrics.RestartUnknown.Inc()
-		s.log.Warn("restart: the alive key holds no time", "key", s.cfg.AliveKey, "value", printablePrefix(v, 64))
-		return
+		s.log.Log(ctx, level, "restart: the alive key holds no time", "key", s.cfg.AliveKey, "value", printablePrefix(v, 64))
+		return time.Time{}, false
 	}
-	since := time.UnixMicro(us)
-	if !since.Before(sess.confirmed) {
-		return // the key is newer than this subscription (clocks, or another instance of the group)
+	return time.UnixMicro(us), true
+}
+
+// keepSpoolAnchor writes the session's anchor into the spool every marker
+// interval while it moves, for the next start's restart gap.
+func (s *Subscriber) keepSpoolAnchor(ctx context.Context, sess *session) {
+	t := time.NewTicker(s.cfg.MarkerInterval)
+	defer t.Stop()
+	var last int64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if a := sess.anchor.Load(); a != 0 && a != last {
+			last = a
+			s.relay.SpoolMarker(s.cfg.Source, time.Unix(0, a))
+		}
 	}
-	s.relay.EmitGap(s.cfg.Source, GapRestart, since, sess.confirmed)
 }

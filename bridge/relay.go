@@ -63,10 +63,11 @@ type Relay struct {
 	spool         *spool.Log
 	spoolCh       chan *Entry // the reader's hand-off to the appender
 	inMu          sync.RWMutex
-	inClosed      bool          // spoolCh is closed
-	appended      chan struct{} // closed when the appender has drained spoolCh
-	ha            *haState      // nil unless HA (EnableHA)
-	drained       chan struct{} // closed at shutdown once the appender is done
+	inClosed      bool                 // spoolCh is closed
+	appended      chan struct{}        // closed when the appender has drained spoolCh
+	ha            *haState             // nil unless HA (EnableHA)
+	spoolAnchors  map[string]time.Time // newest marker per node in the spool at start
+	drained       chan struct{}        // closed at shutdown once the appender is done
 	spoolStarted  bool
 	appendFailing bool // the last append failed (appender goroutine only)
 }

@@ -15,7 +15,26 @@ const spoolVersion = 1
 const (
 	spoolKeyEvent = 0
 	spoolGap      = 1
+	spoolMarker   = 2 // keyrelay's own: a node's anchor, never delivered
 )
+
+// typeMarker is the Record.Type of a continuity marker kept in the spool:
+// the moment (Time) up to which everything the node (Source) published was
+// received. Sinks never see one; a restart dates its gap from the newest.
+const typeMarker = "marker"
+
+// isSpoolMarker reports whether an encoded record is a spool marker.
+func isSpoolMarker(b []byte) bool {
+	return len(b) >= 2 && b[0] == spoolVersion && b[1] == spoolMarker
+}
+
+// decodeSpoolMarker returns the node and anchor of an encoded marker.
+func decodeSpoolMarker(b []byte) (source string, anchor time.Time, ok bool) {
+	d := spoolDecoder{b: b[2:]}
+	source = d.str()
+	anchor = d.tm()
+	return source, anchor, d.err == nil && len(d.b) == 0
+}
 
 var errSpoolRecord = errors.New("bridge: malformed spool record")
 
@@ -29,9 +48,14 @@ var errSpoolRecord = errors.New("bridge: malformed spool record")
 //
 // where str is a uvarint length and the bytes, and tm is 0 for the zero time,
 // else 1 and the unix nanoseconds as a varint.
+//
+// A marker (typeMarker) is version | 2 | source str | time tm.
 func encodeSpoolEntry(dst []byte, e *Entry) []byte {
 	r := &e.Record
 	dst = append(dst, spoolVersion)
+	if r.Type == typeMarker {
+		return appendTm(appendStr(append(dst, spoolMarker), r.Source), r.Time)
+	}
 	if r.Type == TypeGap {
 		dst = append(dst, spoolGap)
 	} else {

@@ -57,6 +57,47 @@ func (r *Relay) emitSpool(e *Entry) {
 	}
 }
 
+// SpoolMarker keeps source's anchor (everything it published before was
+// received) in the spool, for the next start's restart gap. A full hand-off
+// or a standby skips it: markers are not records.
+func (r *Relay) SpoolMarker(source string, anchor time.Time) {
+	if r.spool == nil || (r.ha != nil && !r.ha.leader.Load()) {
+		return
+	}
+	e := &Entry{Record: Record{Type: typeMarker, Source: source, Time: anchor}}
+	r.inMu.RLock()
+	defer r.inMu.RUnlock()
+	if !r.inClosed {
+		select {
+		case r.spoolCh <- e:
+		default:
+		}
+	}
+}
+
+// SpoolAnchor returns the newest anchor of source the spool held at start.
+func (r *Relay) SpoolAnchor(source string) (time.Time, bool) {
+	t, ok := r.spoolAnchors[source]
+	return t, ok
+}
+
+// readSpoolAnchors finds the newest marker of each node in the spool's
+// newest segments.
+func (r *Relay) readSpoolAnchors() {
+	r.spoolAnchors = map[string]time.Time{}
+	err := r.spool.ScanBack(func(_ uint64, _ time.Time, data []byte) {
+		if !isSpoolMarker(data) {
+			return
+		}
+		if source, anchor, ok := decodeSpoolMarker(data); ok && anchor.After(r.spoolAnchors[source]) {
+			r.spoolAnchors[source] = anchor
+		}
+	}, func() bool { return len(r.spoolAnchors) > 0 })
+	if err != nil {
+		r.log.Warn("spool: cannot read the last markers: restart gaps rest on the alive key alone", "err", err)
+	}
+}
+
 // emitGapSpool puts a gap record into the log for every sink. It waits for
 // room in the hand-off (the appender never waits long): gap records report
 // losses and are not dropped.
@@ -131,6 +172,7 @@ func (r *Relay) flushSpoolEpisodes() {
 // startSpool opens one cursor per sink, removes the cursors of sinks no
 // longer configured, and starts the appender.
 func (r *Relay) startSpool() error {
+	r.readSpoolAnchors()
 	names := map[string]bool{}
 	for _, s := range r.sinks {
 		c, err := r.spool.Cursor(s.name)
@@ -242,7 +284,10 @@ func (r *Relay) appendBatch(batch []*Entry, payloads [][]byte) {
 	var n int64
 	var since, until time.Time
 	for _, e := range batch {
-		if e.Record.Type == TypeGap {
+		switch e.Record.Type {
+		case typeMarker:
+			continue // not a record
+		case TypeGap:
 			for _, s := range r.sinks {
 				s.pushGap(e)
 			}
@@ -345,6 +390,9 @@ func (s *sinkRunner) spoolWork(ctx context.Context, w *workerState) {
 		}
 		entries := make([]*Entry, 0, len(recs))
 		for _, rec := range recs {
+			if rec.Lost == nil && isSpoolMarker(rec.Data) {
+				continue // keyrelay's own, acknowledged with the batch
+			}
 			entries = append(entries, s.spoolEntry(rec))
 		}
 		if !s.deliverSplit(ctx, w, entries) {

@@ -154,3 +154,49 @@ func TestSpoolRelayDropOldest(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSpoolMarkers: a node's anchor kept in the spool is never delivered,
+// and the next start on the same directory finds the newest per node.
+func TestSpoolMarkers(t *testing.T) {
+	dir := t.TempDir()
+	l, err := spool.Open(dir, spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := make(chan struct{})
+	close(open)
+	sink := &collectSink{open: open}
+	r := spoolRelay(t, l, sink, DropNewest)
+	t0 := time.Now().Add(-time.Minute).Truncate(time.Microsecond)
+	r.SpoolMarker("a:1", t0)
+	emitSpoolKeys(r, "k", 10)
+	r.SpoolMarker("a:1", t0.Add(time.Second))
+	r.SpoolMarker("b:2", t0.Add(2*time.Second))
+	emitSpoolKeys(r, "j", 10)
+	waitSpool(t, "20 records", func() bool { return len(sink.records()) >= 20 })
+	if err := r.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range sink.records() {
+		if rec.Type != TypeKeyEvent {
+			t.Errorf("delivered %+v", rec)
+		}
+	}
+	if n := len(sink.records()); n != 20 {
+		t.Errorf("%d records delivered, want 20", n)
+	}
+	l2, err := spool.Open(dir, spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2 := spoolRelay(t, l2, sink, DropNewest)
+	defer r2.Shutdown(context.Background())
+	for src, want := range map[string]time.Time{"a:1": t0.Add(time.Second), "b:2": t0.Add(2 * time.Second)} {
+		if got, ok := r2.SpoolAnchor(src); !ok || !got.Equal(want) {
+			t.Errorf("anchor of %s = %s %v, want %s", src, got, ok, want)
+		}
+	}
+	if _, ok := r2.SpoolAnchor("c:3"); ok {
+		t.Errorf("an anchor for a node never seen")
+	}
+}

@@ -513,6 +513,9 @@ func (s *Subscriber) connect(ctx context.Context) (*session, error) {
 	if s.cfg.AliveKey != "" && !s.aliveDenied.Load() {
 		go s.keepAlive(wctx, sess)
 	}
+	if s.cfg.AliveKey != "" && s.relay.spool != nil {
+		go s.keepSpoolAnchor(wctx, sess)
+	}
 	return sess, nil
 }
 

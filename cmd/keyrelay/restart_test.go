@@ -162,3 +162,34 @@ func TestAliveKeyNotPermitted(t *testing.T) {
 		t.Errorf("the alive-key warning appears %d times, want once:\n%s", n, d.Stderr.String())
 	}
 }
+
+// TestRestartGapFromSpool: a Redis user without SET cannot keep the alive
+// key, but the spool keeps the markers: a crash (SIGKILL) and a restart on
+// the same spool directory are still dated, within a few marker intervals.
+func TestRestartGapFromSpool(t *testing.T) {
+	r := bridgetest.StartRedis(t)
+	if err := r.Client(0).Do(context.Background(), "ACL", "SETUSER", "relay", "on", ">pw", "~*", "&*", "+@all", "-set").Err(); err != nil {
+		t.Fatal(err)
+	}
+	env := restartEnv(r.Addr, "KEYRELAY_REDIS_URL", "redis://relay:pw@"+r.Addr, "KEYRELAY_SPOOL_DIR", t.TempDir(),
+		"KEYRELAY_HTTP_ADDR", "")
+	cmd := command(t, env, "run")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "subscribed", func() bool { return strings.Contains(stderr.String(), `"msg":"subscribed"`) })
+	time.Sleep(time.Second)
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	down := time.Now()
+	_ = cmd.Wait()
+	if !strings.Contains(stderr.String(), "alive key off") {
+		t.Fatalf("the alive key was written: the test proves nothing\n%s", stderr.String())
+	}
+	writes := writeTimed(t, r, "spool:", 20)
+
+	d := startDaemon(t, env)
+	recs := d.waitRecords(10*time.Second, func(recs []testRecord) bool { return len(recs) > 0 })
+	checkRestartGap(t, recs, down, writes)
+}
