@@ -36,7 +36,8 @@ func haEnv(addr, dir string, extra ...string) map[string]string {
 		"KEYRELAY_LOG_LEVEL", "info", "KEYRELAY_HTTP_ADDR", ""}, extra...)...)
 }
 
-// instance is one keyrelay process whose records go to a file.
+// instance is one keyrelay process whose records go to a file (HA tests,
+// restart tests).
 type instance struct {
 	t      *testing.T
 	name   string

@@ -85,17 +85,11 @@ func TestRestartGapAfterStop(t *testing.T) {
 // starts within a marker interval or so of the crash.
 func TestRestartGapAfterCrash(t *testing.T) {
 	r := bridgetest.StartRedis(t)
-	cmd := command(t, restartEnv(r.Addr, "KEYRELAY_HTTP_ADDR", ""), "run")
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, 10*time.Second, "subscribed", func() bool { return strings.Contains(stderr.String(), `"msg":"subscribed"`) })
+	first := startInstance(t, "first", restartEnv(r.Addr, "KEYRELAY_HTTP_ADDR", ""))
 	time.Sleep(time.Second)
-	_ = cmd.Process.Signal(syscall.SIGKILL)
+	first.signal(syscall.SIGKILL)
 	down := time.Now()
-	_ = cmd.Wait()
+	first.wait(5 * time.Second)
 	writes := writeTimed(t, r, "crash:", 20)
 
 	d := startDaemon(t, restartEnv(r.Addr))
@@ -173,19 +167,13 @@ func TestRestartGapFromSpool(t *testing.T) {
 	}
 	env := restartEnv(r.Addr, "KEYRELAY_REDIS_URL", "redis://relay:pw@"+r.Addr, "KEYRELAY_SPOOL_DIR", t.TempDir(),
 		"KEYRELAY_HTTP_ADDR", "")
-	cmd := command(t, env, "run")
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, 10*time.Second, "subscribed", func() bool { return strings.Contains(stderr.String(), `"msg":"subscribed"`) })
+	first := startInstance(t, "first", env)
 	time.Sleep(time.Second)
-	_ = cmd.Process.Signal(syscall.SIGKILL)
+	first.signal(syscall.SIGKILL)
 	down := time.Now()
-	_ = cmd.Wait()
-	if !strings.Contains(stderr.String(), "alive key off") {
-		t.Fatalf("the alive key was written: the test proves nothing\n%s", stderr.String())
+	first.wait(5 * time.Second)
+	if !strings.Contains(first.stderr.String(), "alive key off") {
+		t.Fatalf("the alive key was written: the test proves nothing\n%s", first.stderr.String())
 	}
 	writes := writeTimed(t, r, "spool:", 20)
 
