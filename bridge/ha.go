@@ -399,7 +399,7 @@ func (h *haState) waitLeader(stop <-chan struct{}, done <-chan struct{}) bool {
 func (h *haState) mark(first uint64, batch []*Entry) {
 	last := map[string]int{}
 	for i, e := range batch {
-		if e.Record.placed && e.Record.Type == TypeKeyEvent {
+		if e.Record.placed { // a key event, or a marker's place (spoolPosition)
 			last[e.Record.Source] = i
 		}
 	}

@@ -61,10 +61,25 @@ func (r *Relay) emitSpool(e *Entry) {
 // received) in the spool, for the next start's restart gap. A full hand-off
 // or a standby skips it: markers are not records.
 func (r *Relay) SpoolMarker(source string, anchor time.Time) {
+	r.trySpool(&Entry{Record: Record{Type: typeMarker, Source: source, Time: anchor}})
+}
+
+// spoolPosition, on an HA leader, keeps in the spool the place of a marker
+// in the node's stream (its send time is an anchor too): once every sink
+// acknowledged past it, the leader's delivered position is after that
+// marker even if no record followed it, so standbys stop holding what came
+// before it (ha.go).
+func (r *Relay) spoolPosition(source string, ref markerRef, idx uint64) {
+	r.trySpool(&Entry{Record: Record{Type: typeMarker, Source: source, Time: time.UnixMilli(int64(ref.ms)),
+		ID: haID(ref, 0), placed: true, pos: haPos{idx, 0}}})
+}
+
+// trySpool hands a marker to the appender if there is room; a standby
+// writes none.
+func (r *Relay) trySpool(e *Entry) {
 	if r.spool == nil || (r.ha != nil && !r.ha.leader.Load()) {
 		return
 	}
-	e := &Entry{Record: Record{Type: typeMarker, Source: source, Time: anchor}}
 	r.inMu.RLock()
 	defer r.inMu.RUnlock()
 	if !r.inClosed {

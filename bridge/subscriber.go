@@ -649,8 +649,8 @@ func (s *Subscriber) read(ctx context.Context, sess *session) (anchor time.Time,
 		switch m := msg.(type) {
 		case *redis.Message:
 			if m.Pattern == "" && m.Channel == s.cfg.MarkerChannel {
-				if s.ha != nil {
-					st.haMarker(s.ha, s.cfg.NodeID, m.Payload)
+				if s.ha != nil && st.haMarker(s.ha, s.cfg.NodeID, m.Payload) {
+					s.relay.spoolPosition(s.cfg.Source, st.ref, st.idx)
 				}
 				if sent, ok := s.parseMarker(m.Payload); ok {
 					s.metrics.MarkersReturned.WithLabelValues(s.cfg.Source).Inc()
@@ -750,13 +750,15 @@ type readState struct {
 	off      uint64
 }
 
-// haMarker places the session's next messages after the marker payload.
-func (st *readState) haMarker(src *haSource, node, payload string) {
+// haMarker places the session's next messages after the marker payload;
+// false for a payload that is not a marker.
+func (st *readState) haMarker(src *haSource, node, payload string) bool {
 	ref, ok := newMarkerRef(node, payload)
 	if !ok {
-		return
+		return false
 	}
 	st.anchored, st.ref, st.idx, st.off = true, ref, src.marker(ref), 0
+	return true
 }
 
 func (s *Subscriber) newReadState() *readState {

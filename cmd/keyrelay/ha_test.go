@@ -350,3 +350,25 @@ func TestHAFIFOExactlyOnce(t *testing.T) {
 	}
 	t.Logf("%d writes, %d messages", len(writes), len(msgs))
 }
+
+// TestHAQuietTakeover: on a cache where nothing was written while the
+// standby stood by, the leader's position still moves past the markers, so
+// the standby's own start (a restart gap it holds) is not reported when it
+// takes over: the leader was listening.
+func TestHAQuietTakeover(t *testing.T) {
+	r := bridgetest.StartRedis(t)
+	a := startInstance(t, "A", haEnv(r.Addr, t.TempDir()))
+	a.waitLog(`"msg":"ha: leading`, 5*time.Second)
+	time.Sleep(time.Second) // A's alive key: B's start is a restart gap
+	b := startInstance(t, "B", haEnv(r.Addr, t.TempDir(), "KEYRELAY_LOG_LEVEL", "debug"))
+	time.Sleep(time.Second)
+	if !strings.Contains(b.stderr.String(), "standby: gap held") {
+		t.Fatalf("B held no restart gap: the test proves nothing\n%s", b.stderr.String())
+	}
+	a.signal(syscall.SIGKILL)
+	a.wait(5 * time.Second)
+	waitUntil(t, 3*haLease, "B to take over", b.leading)
+	writes := writeTimed(t, r, "quiet:", 20)
+	waitDelivered(t, writes, 10*time.Second, a, b)
+	checkUnion(t, writes, a, b)
+}
