@@ -25,7 +25,8 @@ import (
 // the next ReceiveTimeout, which overwrites it. A caller that keeps one
 // longer copies it. Pattern, channel and subscription names are interned in
 // a small bounded cache (a stream of keyevent notifications repeats them);
-// the payload is the only allocation per message.
+// the payload is the only allocation per message (on a keyspace channel,
+// where the payload is the event name, the channel is).
 //
 // One goroutine reads (ReceiveTimeout). Ping, PSubscribe, Subscribe,
 // PUnsubscribe and Unsubscribe may be called from others; Close from any.
@@ -217,10 +218,10 @@ func (c *respConn) parse(b []byte) (v any, n, want int, err error) {
 	// The frame is complete: only now may the connection's values change.
 	switch {
 	case string(kind) == "pmessage" && count == 4:
-		c.msg = redis.Message{Pattern: c.str.intern(el[0]), Channel: c.str.intern(el[1]), Payload: string(el[2])}
+		c.msg = redis.Message{Pattern: c.str.intern(el[0]), Channel: c.str.intern(el[1]), Payload: c.payload(el[1], el[2])}
 		return &c.msg, i, 0, nil
 	case (string(kind) == "message" || string(kind) == "smessage") && count == 3:
-		c.msg = redis.Message{Channel: c.str.intern(el[0]), Payload: string(el[1])}
+		c.msg = redis.Message{Channel: c.str.intern(el[0]), Payload: c.payload(el[0], el[1])}
 		return &c.msg, i, 0, nil
 	case string(kind) == "pong" && count == 2:
 		c.pong.Payload = string(el[0])
@@ -232,6 +233,15 @@ func (c *respConn) parse(b []byte) (v any, n, want int, err error) {
 		}
 	}
 	return nil, 0, 0, fmt.Errorf("%w: unexpected %d-element %q frame", errRESPProtocol, count, printablePrefix(string(kind), 32))
+}
+
+// payload returns a message's payload: a new string, except on a keyspace
+// channel, whose payload is the event name (a handful of names repeat).
+func (c *respConn) payload(channel, payload []byte) string {
+	if bytes.HasPrefix(channel, []byte("__keyspace@")) {
+		return c.str.intern(payload)
+	}
+	return string(payload)
 }
 
 func subscriptionKind(b []byte) string {

@@ -243,3 +243,22 @@ func TestRESPCommands(t *testing.T) {
 		t.Error("ReceiveTimeout after Close returned no error")
 	}
 }
+
+// TestRESPKeyspacePayload: on a keyspace channel the payload is an event
+// name, interned like the channel.
+func TestRESPKeyspacePayload(t *testing.T) {
+	c, peer := pipeConn(t)
+	f := "*4\r\n$8\r\npmessage\r\n$3\r\n__*\r\n" + bulk("__keyspace@0__:k") + bulk("set")
+	go writeChunks(peer, f+f, 1<<20)
+	var payloads []string
+	for range 2 {
+		m, err := c.ReceiveTimeout(context.Background(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		payloads = append(payloads, m.(*redis.Message).Payload)
+	}
+	if payloads[0] != "set" || unsafe.StringData(payloads[0]) != unsafe.StringData(payloads[1]) {
+		t.Errorf("keyspace payloads %q were not interned", payloads)
+	}
+}
