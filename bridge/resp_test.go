@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -260,5 +261,63 @@ func TestRESPKeyspacePayload(t *testing.T) {
 	}
 	if payloads[0] != "set" || unsafe.StringData(payloads[0]) != unsafe.StringData(payloads[1]) {
 		t.Errorf("keyspace payloads %q were not interned", payloads)
+	}
+}
+
+// TestRESPConcurrent: pings from two goroutines while one reads (the reader
+// pings, a stop unsubscribes from another goroutine), then a Close that ends
+// a blocked read. Run with -race.
+func TestRESPConcurrent(t *testing.T) {
+	c, peer := pipeConn(t)
+	go func() { // the server: one pong per ping, with its payload
+		br := bufio.NewReader(peer)
+		for {
+			var lines [5]string
+			for i := range lines {
+				l, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				lines[i] = strings.TrimSuffix(l, "\r\n")
+			}
+			writeChunks(peer, "*2\r\n$4\r\npong\r\n"+bulk(lines[4]), 1<<20)
+		}
+	}()
+	const n = 200
+	ctx := context.Background()
+	errs := make(chan error, 2)
+	for g := range 2 {
+		go func() {
+			for i := range n / 2 {
+				if err := c.Ping(ctx, "p"+strconv.Itoa(g)+"-"+strconv.Itoa(i)); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	seen := map[string]bool{}
+	for range n {
+		m, err := c.ReceiveTimeout(ctx, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[m.(*redis.Pong).Payload] = true
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("%d distinct pongs, want %d", len(seen), n)
+	}
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		_ = c.Close()
+	}()
+	if _, err := c.ReceiveTimeout(ctx, 0); err == nil {
+		t.Fatal("a read blocked without deadline did not end with Close")
 	}
 }
