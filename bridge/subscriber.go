@@ -365,7 +365,7 @@ type subConn interface {
 
 // session is one established subscription.
 type session struct {
-	client *redis.Client
+	client *redis.Client // set the connection up (takeover); holds it until closed
 	pubsub subConn
 	pub    *redis.Client // publishes markers to the same node
 	nodeID string        // run_id of the node the subscription is on
