@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"syscall"
@@ -85,6 +86,10 @@ func errorKind(err error) string {
 		return "redis " + code
 	case errors.As(err, &dnsErr):
 		return "dns " + dnsErr.Err
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF):
+		// A server going down resets or closes the connections it had
+		// accepted, then refuses new ones: one state.
+		return "connection refused or closed"
 	case errors.As(err, &errno):
 		return errno.Error()
 	case errors.As(err, &ne) && ne.Timeout():

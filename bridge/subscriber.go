@@ -354,8 +354,13 @@ func (s *Subscriber) Run(ctx context.Context) error {
 	}
 }
 
-// subConn is an established subscription as the reader uses it: go-redis's
-// *redis.PubSub, or a scripted connection in the state machine's unit tests.
+// subConn is an established subscription as the reader uses it: a
+// respConn, or a scripted connection in the state machine's unit tests.
+// ReceiveTimeout's *redis.Message, *redis.Pong or *redis.Subscription may be
+// the connection's own, overwritten by the next ReceiveTimeout: a caller
+// that keeps one longer keeps a copy. A timeout is a net.Error whose
+// Timeout() is true. Ping, PUnsubscribe and Unsubscribe may run concurrently
+// with ReceiveTimeout; Close may run at any time and interrupts it.
 type subConn interface {
 	ReceiveTimeout(ctx context.Context, timeout time.Duration) (any, error)
 	Ping(ctx context.Context, payload ...string) error
@@ -366,7 +371,7 @@ type subConn interface {
 
 // session is one established subscription.
 type session struct {
-	client *redis.Client
+	client *redis.Client // set the connection up (takeover); holds it until closed
 	pubsub subConn
 	pub    *redis.Client // publishes markers to the same node
 	nodeID string        // run_id of the node the subscription is on
@@ -442,8 +447,10 @@ func (s *Subscriber) connect(ctx context.Context) (*session, error) {
 		nodeID = id
 		return nil
 	}
-	client := redis.NewClient(&opt)
-	ps := client.PSubscribe(ctx)
+	client, ps, err := takeover(ctx, opt)
+	if err != nil {
+		return nil, err
+	}
 	fail := func(err error) (*session, error) {
 		_ = ps.Close()
 		_ = client.Close()
@@ -460,15 +467,18 @@ func (s *Subscriber) connect(ctx context.Context) (*session, error) {
 			if err != nil {
 				return fmt.Errorf("bridge: %s %s: %w", what, s.cfg.Source, err)
 			}
+			// msg belongs to ps until its next ReceiveTimeout: keep copies.
 			switch m := msg.(type) {
 			case *redis.Subscription:
 				confirmed++
 			case *redis.Message:
 				// Redis confirms all patterns of one PSUBSCRIBE before it
 				// publishes to them, but a message here must not be lost.
-				early = append(early, earlyMessage{m, time.Now()})
-			default:
-				early = append(early, earlyMessage{m, time.Now()})
+				c := *m
+				early = append(early, earlyMessage{&c, time.Now()})
+			case *redis.Pong:
+				c := *m
+				early = append(early, earlyMessage{&c, time.Now()})
 			}
 		}
 		return nil
