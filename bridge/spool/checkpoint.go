@@ -43,7 +43,7 @@ func (l *Log) checkpoint() error {
 		if st.acked != st.persisted || st.unsaved || st.overflowChanged() {
 			// Position and overflow from one moment: a Drop changes both
 			// under l.mu.
-			todo = append(todo, pos{st, cursorFile{acked: st.acked, ackedTime: st.ackedTime, open: st.ovf, sealed: st.sealed}})
+			todo = append(todo, pos{st, cursorFile{acked: st.acked, ackedTime: st.ackedTime, open: st.ovf, sealed: st.sealed, limbo: st.limboOvf}})
 		}
 	}
 	l.mu.Unlock()
@@ -65,7 +65,7 @@ func (l *Log) checkpoint() error {
 	l.mu.Lock()
 	for _, p := range written {
 		p.st.persisted, p.st.persistedTime, p.st.unsaved = p.cf.acked, p.cf.ackedTime, false
-		p.st.savedOvf, p.st.savedSealed = p.cf.open, p.cf.sealed
+		p.st.savedOvf, p.st.savedSealed, p.st.savedLimbo = p.cf.open, p.cf.sealed, p.cf.limbo
 	}
 	gone := l.reclaimLocked()
 	l.mu.Unlock()
@@ -179,7 +179,7 @@ func (l *Log) RemoveCursor(name string) error {
 // rename. The caller fsyncs the directory. When the disk is full the
 // temporary file cannot be written, and without new positions no segment
 // could ever be deleted to make room: then the existing file is overwritten
-// in place (128 bytes at offset 0, within one sector; a torn write fails the
+// in place (160 bytes at offset 0, within one sector; a torn write fails the
 // CRC and resets the cursor to the oldest record, which repeats and never
 // skips, and loses its pending overflow).
 func (l *Log) writeCursorFile(name string, cf cursorFile) error {

@@ -87,6 +87,11 @@ type cursorState struct {
 	// savedOvf and savedSealed are as last written to the cursor file.
 	ovf, sealed           Overflow
 	savedOvf, savedSealed Overflow
+	// limbo: records in flight when a Drop passed them and not acknowledged
+	// since (limboOvf counts them): lost if the process dies first.
+	limbo      []seqRange
+	limboOvf   Overflow
+	savedLimbo Overflow
 }
 
 // Overflow counts records a cursor's reader will never receive because of
@@ -118,7 +123,73 @@ func (v *Overflow) add(o Overflow) {
 }
 
 func (st *cursorState) overflowChanged() bool {
-	return st.ovf != st.savedOvf || st.sealed != st.savedSealed
+	return st.ovf != st.savedOvf || st.sealed != st.savedSealed || st.limboOvf != st.savedLimbo
+}
+
+// enterLimbo records the records handed out in lo..hi and not acknowledged
+// (not in pending) as in flight past a Drop.
+func (st *cursorState) enterLimbo(lo, hi uint64) {
+	var n int64
+	for _, p := range st.pending {
+		if p.last < lo || p.first > hi {
+			continue
+		}
+		if p.first > lo {
+			st.limbo = addRange(st.limbo, seqRange{lo, p.first - 1})
+			n += int64(p.first - lo)
+		}
+		lo = p.last + 1
+	}
+	if lo <= hi {
+		st.limbo = addRange(st.limbo, seqRange{lo, hi})
+		n += int64(hi - lo + 1)
+	}
+	if n == 0 {
+		return
+	}
+	// Window: from the last record acknowledged before (its batch's time is
+	// no later than theirs) to the batch of the last one.
+	o := Overflow{Count: n, Since: fromUnixNano(st.ackedTime)}
+	for _, f := range st.inflight {
+		if o.Since.IsZero() {
+			o.Since = fromUnixNano(f.at)
+		}
+		if f.seq >= hi {
+			o.Until = fromUnixNano(f.at)
+			break
+		}
+	}
+	st.limboOvf.add(o)
+}
+
+// leaveLimbo takes acknowledged first..last out of the limbo.
+func (st *cursorState) leaveLimbo(first, last uint64) {
+	if len(st.limbo) == 0 {
+		return
+	}
+	var out []seqRange
+	var n int64
+	for _, r := range st.limbo {
+		if r.last < first || r.first > last {
+			out = append(out, r)
+			n += int64(r.last - r.first + 1)
+			continue
+		}
+		if r.first < first {
+			out = append(out, seqRange{r.first, first - 1})
+			n += int64(first - r.first)
+		}
+		if r.last > last {
+			out = append(out, seqRange{last + 1, r.last})
+			n += int64(r.last - last)
+		}
+	}
+	st.limbo = out
+	if n == 0 {
+		st.limboOvf = Overflow{}
+	} else {
+		st.limboOvf.Count = n
+	}
 }
 
 type seqRange struct{ first, last uint64 }
@@ -322,6 +393,7 @@ func (c *Cursor) Ack(first, last uint64) error {
 	if last > st.handed {
 		return fmt.Errorf("spool: cursor %s: ack of %d..%d beyond the last record handed out (%d)", c.name, first, last, st.handed)
 	}
+	st.leaveLimbo(first, last)
 	st.ack(first, last)
 	return nil
 }
@@ -440,6 +512,13 @@ func (c *Cursor) DropFunc(upTo uint64, inspect func(data []byte, at time.Time) (
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st := c.st
+	// Records handed out and not acknowledged: the sink has them, but the
+	// position passes them now.
+	lo, hi := st.acked+1, min(st.handed, upTo)
+	limbo := lo <= hi
+	if limbo {
+		st.enterLimbo(lo, hi)
+	}
 	st.handed = max(st.handed, upTo)
 	if upTo > st.acked {
 		st.ack(st.acked+1, upTo)

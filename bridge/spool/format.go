@@ -22,7 +22,7 @@ const (
 	frameHeaderSize = framePrefixSize + frameMetaSize
 
 	cursorFileSizeV1 = 32  // magic, version 1, acked seq, acked time, reserved, crc
-	cursorFileSize   = 128 // version 2: version 1's fields, then the overflow, reserved, crc
+	cursorFileSize   = 160 // version 2: version 1's fields, then the overflow, reserved, crc
 	cursorVersion    = 2   // the cursor file version written; version 1 is read too
 	maxOverflowID    = 32  // bytes of Overflow.ID a cursor file holds
 
@@ -129,6 +129,7 @@ type cursorFile struct {
 	ackedTime int64
 	open      Overflow // not yet taken for a report
 	sealed    Overflow // taken for a report (TakeOverflow), not yet cleared
+	limbo     Overflow // in flight when a Drop passed them, not acknowledged since
 }
 
 // encodeCursor returns the content of a cursor file (version 2).
@@ -140,9 +141,10 @@ func encodeCursor(cf cursorFile) []byte {
 	le.PutUint64(b[16:], uint64(cf.ackedTime))
 	putOverflow(b[24:], cf.open)
 	putOverflow(b[48:], cf.sealed)
+	putOverflow(b[72:], cf.limbo)
 	id := cf.sealed.ID[:min(len(cf.sealed.ID), maxOverflowID)]
-	b[72] = byte(len(id))
-	copy(b[73:73+maxOverflowID], id)
+	b[96] = byte(len(id))
+	copy(b[97:97+maxOverflowID], id)
 	le.PutUint32(b[cursorFileSize-4:], checksum(b[:cursorFileSize-4]))
 	return b
 }
@@ -188,15 +190,16 @@ func decodeCursor(b []byte) (cf cursorFile, ok bool) {
 	if b[7] == 1 {
 		return cf, true
 	}
-	var ok1, ok2 bool
+	var ok1, ok2, ok3 bool
 	cf.open, ok1 = getOverflow(b[24:])
 	cf.sealed, ok2 = getOverflow(b[48:])
-	n := int(b[72])
-	if !ok1 || !ok2 || n > maxOverflowID {
+	cf.limbo, ok3 = getOverflow(b[72:])
+	n := int(b[96])
+	if !ok1 || !ok2 || !ok3 || n > maxOverflowID {
 		return cursorFile{}, false
 	}
 	if cf.sealed.Count > 0 {
-		cf.sealed.ID = string(b[73 : 73+n])
+		cf.sealed.ID = string(b[97 : 97+n])
 	}
 	return cf, true
 }

@@ -182,7 +182,10 @@ func (l *Log) recover() error {
 		}
 		acked, at := cf.acked, cf.ackedTime
 		st.acked, st.ackedTime, st.persisted, st.persistedTime, st.handed = acked, at, acked, at, acked
-		st.ovf, st.sealed, st.savedOvf, st.savedSealed = cf.open, cf.sealed, cf.open, cf.sealed
+		st.ovf, st.sealed, st.savedOvf, st.savedSealed, st.savedLimbo = cf.open, cf.sealed, cf.open, cf.sealed, cf.limbo
+		// Records in flight when a Drop passed them, and never
+		// acknowledged: lost with the process.
+		st.ovf.add(cf.limbo)
 		l.cursors[name] = st
 		maxAcked, minAcked = max(maxAcked, acked), min(minAcked, acked)
 	}
@@ -345,7 +348,7 @@ func Inspect(dir string) (Stat, error) {
 	for _, name := range d.cursors {
 		cf, err := readCursorFile(dir, name)
 		cs := CursorStat{Name: name, Acked: cf.acked, AckedTime: fromUnixNano(cf.ackedTime), Persisted: cf.acked,
-			Overflow: cf.open.Count + cf.sealed.Count}
+			Overflow: cf.open.Count + cf.sealed.Count + cf.limbo.Count}
 		if err != nil {
 			cs = CursorStat{Name: name, Acked: st.First - 1, Persisted: st.First - 1, Invalid: true}
 		}

@@ -92,7 +92,7 @@ func (l *Log) Stat() Stat {
 		cs := CursorStat{
 			Name: cst.name, Open: cst.open != nil, Invalid: cst.invalid,
 			Acked: cst.acked, AckedTime: fromUnixNano(cst.ackedTime), Persisted: cst.persisted,
-			InFlight: int64(cst.handed - cst.acked), Overflow: cst.ovf.Count + cst.sealed.Count,
+			InFlight: int64(cst.handed - cst.acked), Overflow: cst.ovf.Count + cst.sealed.Count + cst.limboOvf.Count,
 		}
 		cs.lagFrom(st.Last, st.Newest, st.Oldest)
 		st.Cursors = append(st.Cursors, cs)
