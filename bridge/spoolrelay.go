@@ -183,14 +183,12 @@ func (r *Relay) flushSpoolEpisodes() {
 		persist = persist || !again
 		rec := Record{Type: TypeGap, ID: o.ID, Time: now, Source: r.cfg.Source,
 			Since: o.Since, Until: o.Until, Reason: GapOverflow, Dropped: o.Count}
-		msg := "gap: spool overflow dropped records"
-		if again {
-			msg = "gap: spool overflow dropped records (reported again: not delivered before the last stop)"
-		} else {
+		if !again {
 			r.metrics.Gaps.WithLabelValues(GapOverflow).Inc()
 		}
-		r.log.Warn(msg, "sink", s.name, "dropped", o.Count,
-			"since", o.Since, "until", o.Until, "gap_id", rec.ID, "policy", r.cfg.Overflow)
+		// again: sent before the last stop, not known to be delivered.
+		r.log.Warn("gap: spool overflow dropped records", "sink", s.name, "dropped", o.Count,
+			"since", o.Since, "until", o.Until, "gap_id", rec.ID, "policy", r.cfg.Overflow, "again", again)
 		e := &Entry{Record: rec, Body: rec.AppendJSON(nil)}
 		s.mu.Lock()
 		s.ovfGap = e
