@@ -434,7 +434,9 @@ func addRange(rs []seqRange, r seqRange) []seqRange {
 // and counts them as acknowledged, so that the segments they fill can be
 // deleted (after the next checkpoint): the overflow policy "drop the oldest"
 // for one sink. Records already handed out and still in flight count as
-// acknowledged too, and are not in the returned count. The dropped ones are
+// acknowledged too, and are not in the returned count (the Overflow counts
+// them as in flight until they are acknowledged: if the process dies first,
+// the next Open adds them to it). The dropped ones are
 // added to the cursor's Overflow in the same step (a checkpoint writes both
 // or neither), for the caller to report (keyrelay: a gap record with the
 // count, see TakeOverflow). upTo beyond the last record is capped to it.
@@ -514,9 +516,7 @@ func (c *Cursor) DropFunc(upTo uint64, inspect func(data []byte, at time.Time) (
 	st := c.st
 	// Records handed out and not acknowledged: the sink has them, but the
 	// position passes them now.
-	lo, hi := st.acked+1, min(st.handed, upTo)
-	limbo := lo <= hi
-	if limbo {
+	if lo, hi := st.acked+1, min(st.handed, upTo); lo <= hi {
 		st.enterLimbo(lo, hi)
 	}
 	st.handed = max(st.handed, upTo)
