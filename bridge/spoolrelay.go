@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -318,7 +319,21 @@ func (r *Relay) appendBatch(batch []*Entry, payloads [][]byte) {
 	}
 	first, err := r.spool.AppendAt(at, payloads)
 	if errors.Is(err, spool.ErrFull) && r.cfg.Overflow == DropOldest {
-		r.dropOldest()
+		if kept := r.dropOldest(); len(kept) > 0 {
+			// Gap records from the skipped file go back into the log,
+			// before the batch, so that a kill cannot lose them. A sink
+			// that had delivered them gets them again, with their ids.
+			kb := make([]*Entry, 0, len(kept)+len(batch))
+			kp := make([][]byte, 0, len(kept)+len(payloads))
+			for _, rec := range kept {
+				e, derr := decodeSpoolEntry(rec.Data)
+				if derr != nil {
+					continue
+				}
+				kb, kp = append(kb, e), append(kp, rec.Data)
+			}
+			batch, payloads = append(kb, batch...), append(kp, payloads...)
+		}
 		first, err = r.spool.AppendAt(at, payloads)
 	}
 	if err == nil {
@@ -377,14 +392,16 @@ func (r *Relay) appendBatch(batch []*Entry, payloads [][]byte) {
 // dropOldest makes every cursor behind the oldest segment skip it (each
 // sink's skipped records go to its cursor's overflow, reported by an
 // overflow gap record), so that the segment can be deleted. Gap records in
-// it are not dropped: each sink that skips one gets it outside the log, as
-// the in-memory buffer never evicts one. The checkpoint writes each moved
-// position with its overflow.
-func (r *Relay) dropOldest() {
+// it are not dropped, as the in-memory buffer never evicts one: they are
+// returned (once, whichever sinks skipped them) for the caller to append
+// again. The checkpoint writes each moved position with its overflow.
+func (r *Relay) dropOldest() []spool.Record {
 	end, ok := r.spool.OldestSegmentEnd()
 	if !ok {
-		return
+		return nil
 	}
+	var kept []spool.Record
+	seen := map[uint64]bool{}
 	for _, s := range r.sinks {
 		if s.cursor == nil {
 			continue
@@ -395,7 +412,10 @@ func (r *Relay) dropOldest() {
 			continue
 		}
 		for _, rec := range d.Kept {
-			s.pushGap(s.spoolEntry(rec))
+			if !seen[rec.Seq] {
+				seen[rec.Seq] = true
+				kept = append(kept, rec)
+			}
 		}
 		if d.Count > 0 {
 			r.metrics.Dropped.WithLabelValues(s.name, GapOverflow).Add(float64(d.Count))
@@ -404,6 +424,8 @@ func (r *Relay) dropOldest() {
 	if err := r.spool.Checkpoint(); err != nil {
 		r.log.Warn("spool: checkpoint failed", "err", err)
 	}
+	slices.SortFunc(kept, func(a, b spool.Record) int { return cmp.Compare(a.Seq, b.Seq) })
+	return kept
 }
 
 // spoolDropInspect keeps gap records from a drop and times the others by
