@@ -95,7 +95,8 @@ type sinkRunner struct {
 	// The durable spool path.
 	cursor  *spool.Cursor
 	gaps    []*Entry        // gap records for this sink only, delivered before the next batch (mu)
-	spoolEp OverflowEpisode // records dropped for this sink and not yet reported (mu)
+	spoolEp OverflowEpisode // records dropped before the cursor counts them (mu)
+	ovfGap  *Entry          // the overflow gap record taken from the cursor, not yet delivered (mu)
 	gapWake chan struct{}
 }
 

@@ -1,9 +1,11 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/keyrelay/keyrelay/bridge/spool"
@@ -129,7 +131,9 @@ func (r *Relay) emitGapSpool(e *Entry) {
 }
 
 // noteSpoolDrop adds n records dropped for this sink (received between since
-// and until) to its open overflow episode.
+// and until) to its open overflow episode, in memory until the appender
+// moves it into the sink's cursor (moveSpoolDrops): the reader never waits
+// for the log.
 func (s *sinkRunner) noteSpoolDrop(n int64, since, until time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -141,6 +145,46 @@ func (s *sinkRunner) noteSpoolDrop(n int64, since, until time.Time) {
 		ep.Until = until
 	}
 	ep.Dropped += n
+}
+
+// moveSpoolDrops moves the drops noteSpoolDrop counted in memory into each
+// sink's cursor, which keeps them in its file from the next checkpoint on;
+// it reports whether there were any.
+func (r *Relay) moveSpoolDrops() bool {
+	moved := false
+	for _, s := range r.sinks {
+		if s.cursor == nil {
+			continue
+		}
+		s.mu.Lock()
+		ep := s.spoolEp
+		s.spoolEp = OverflowEpisode{}
+		s.mu.Unlock()
+		if ep.Dropped == 0 {
+			continue
+		}
+		if err := s.cursor.AddOverflow(spool.Overflow{Count: ep.Dropped, Since: ep.Since, Until: ep.Until}); err != nil {
+			s.noteSpoolDrop(ep.Dropped, ep.Since, ep.Until) // closed: reported at shutdown, if at all
+			continue
+		}
+		moved = true
+	}
+	return moved
+}
+
+// spoolRecordTime returns the receive time of a record encoded by
+// encodeSpoolEntry (zero if it cannot be read), without decoding the rest.
+func spoolRecordTime(b []byte) time.Time {
+	d := spoolDecoder{b: b}
+	d.byte()  // version
+	d.byte()  // type
+	d.bytes() // id
+	d.bytes() // source
+	t := d.tm()
+	if d.err != nil {
+		return time.Time{}
+	}
+	return t
 }
 
 // pushGap queues a gap record for this sink only, outside the log: the
@@ -163,24 +207,80 @@ func (s *sinkRunner) takeGaps() []*Entry {
 	return g
 }
 
-// flushSpoolEpisodes ends every sink's open overflow episode with a gap
-// record carrying its exact count.
+// flushSpoolEpisodes reports each sink's overflow with a gap record carrying
+// its exact count. The count lives in the sink's cursor (its file, from the
+// next checkpoint on) until the sink accepts the gap record: a kill before
+// then makes the next start report it again, under the same id. One such
+// gap record per sink is out at a time; what is dropped meanwhile waits for
+// the next one.
 func (r *Relay) flushSpoolEpisodes() {
+	persist := r.moveSpoolDrops()
+	var out []*sinkRunner
+	var gaps []*Entry
 	for _, s := range r.sinks {
+		if s.cursor == nil {
+			continue
+		}
 		s.mu.Lock()
-		ep := s.spoolEp
-		s.spoolEp = OverflowEpisode{}
+		busy := s.ovfGap != nil
 		s.mu.Unlock()
-		if ep.Dropped == 0 {
+		if busy {
 			continue
 		}
 		now := time.Now()
-		rec := Record{Type: TypeGap, ID: r.ids.New(now), Time: now, Source: r.cfg.Source,
-			Since: ep.Since, Until: ep.Until, Reason: GapOverflow, Dropped: ep.Dropped}
-		r.metrics.Gaps.WithLabelValues(GapOverflow).Inc()
-		r.log.Warn("gap: spool overflow dropped records", "sink", s.name, "dropped", ep.Dropped,
-			"since", ep.Since, "until", ep.Until, "gap_id", rec.ID, "policy", r.cfg.Overflow)
-		s.pushGap(&Entry{Record: rec, Body: rec.AppendJSON(nil)})
+		id := r.ids.New(now)
+		o, ok := s.cursor.TakeOverflow(id)
+		if !ok {
+			continue
+		}
+		again := o.ID != id
+		if o.ID == "" {
+			o.ID = id
+		}
+		persist = persist || !again
+		rec := Record{Type: TypeGap, ID: o.ID, Time: now, Source: r.cfg.Source,
+			Since: o.Since, Until: o.Until, Reason: GapOverflow, Dropped: o.Count}
+		if !again {
+			r.metrics.Gaps.WithLabelValues(GapOverflow).Inc()
+		}
+		// again: sent before the last stop, not known to be delivered.
+		r.log.Warn("gap: spool overflow dropped records", "sink", s.name, "dropped", o.Count,
+			"since", o.Since, "until", o.Until, "gap_id", rec.ID, "policy", r.cfg.Overflow, "again", again)
+		e := &Entry{Record: rec, Body: rec.AppendJSON(nil)}
+		s.mu.Lock()
+		s.ovfGap = e
+		s.mu.Unlock()
+		out, gaps = append(out, s), append(gaps, e)
+	}
+	if persist {
+		// The count, and a sealed report's id, are in the cursor files
+		// before any sink sees the gap record.
+		if err := r.spool.Checkpoint(); err != nil && !errors.Is(err, spool.ErrClosed) {
+			r.log.Warn("spool: checkpoint failed", "err", err)
+		}
+	}
+	for i, s := range out {
+		s.pushGap(gaps[i])
+	}
+}
+
+// gapsDelivered clears the cursor's overflow once the sink accepted its
+// gap record (among gaps).
+func (s *sinkRunner) gapsDelivered(gaps []*Entry) {
+	s.mu.Lock()
+	e := s.ovfGap
+	s.mu.Unlock()
+	if e == nil {
+		return
+	}
+	for _, g := range gaps {
+		if g == e {
+			s.cursor.ClearOverflow()
+			s.mu.Lock()
+			s.ovfGap = nil
+			s.mu.Unlock()
+			return
+		}
 	}
 }
 
@@ -206,6 +306,8 @@ func (r *Relay) startSpool() error {
 			}
 		}
 	}
+	// Overflow a previous run counted and did not get delivered.
+	r.flushSpoolEpisodes()
 	go r.appendLoop()
 	return nil
 }
@@ -274,7 +376,21 @@ func (r *Relay) appendBatch(batch []*Entry, payloads [][]byte) {
 	}
 	first, err := r.spool.AppendAt(at, payloads)
 	if errors.Is(err, spool.ErrFull) && r.cfg.Overflow == DropOldest {
-		r.dropOldest()
+		if kept := r.dropOldest(); len(kept) > 0 {
+			// Gap records from the skipped file go back into the log,
+			// before the batch, so that a kill cannot lose them. A sink
+			// that had delivered them gets them again, with their ids.
+			kb := make([]*Entry, 0, len(kept)+len(batch))
+			kp := make([][]byte, 0, len(kept)+len(payloads))
+			for _, rec := range kept {
+				e, derr := decodeSpoolEntry(rec.Data)
+				if derr != nil {
+					continue
+				}
+				kb, kp = append(kb, e), append(kp, rec.Data)
+			}
+			batch, payloads = append(kb, batch...), append(kp, payloads...)
+		}
 		first, err = r.spool.AppendAt(at, payloads)
 	}
 	if err == nil {
@@ -320,41 +436,65 @@ func (r *Relay) appendBatch(batch []*Entry, payloads [][]byte) {
 	if n == 0 {
 		return
 	}
+	r.moveSpoolDrops()
 	for _, s := range r.sinks {
 		r.metrics.Dropped.WithLabelValues(s.name, GapOverflow).Add(float64(n))
-		s.noteSpoolDrop(n, since, until)
+		if s.cursor == nil || s.cursor.AddOverflow(spool.Overflow{Count: n, Since: since, Until: until}) != nil {
+			s.noteSpoolDrop(n, since, until)
+		}
+	}
+	// Durable before anything else happens: these records are in no file.
+	if err := r.spool.Checkpoint(); err != nil && !errors.Is(err, spool.ErrClosed) {
+		r.log.Warn("spool: checkpoint failed", "err", err)
 	}
 }
 
 // dropOldest makes every cursor behind the oldest segment skip it (each
-// sink's skipped records become its overflow gap), so that the segment can
-// be deleted. Gap records in it are not dropped: each sink that skips one
-// gets it outside the log, as the in-memory buffer never evicts one.
-func (r *Relay) dropOldest() {
+// sink's skipped records go to its cursor's overflow, reported by an
+// overflow gap record), so that the segment can be deleted. Gap records in
+// it are not dropped, as the in-memory buffer never evicts one: they are
+// returned (once, whichever sinks skipped them) for the caller to append
+// again. The checkpoint writes each moved position with its overflow.
+func (r *Relay) dropOldest() []spool.Record {
 	end, ok := r.spool.OldestSegmentEnd()
 	if !ok {
-		return
+		return nil
 	}
+	var kept []spool.Record
+	seen := map[uint64]bool{}
 	for _, s := range r.sinks {
 		if s.cursor == nil {
 			continue
 		}
-		d, err := s.cursor.DropExcept(end, isSpoolGap)
+		d, err := s.cursor.DropFunc(end, spoolDropInspect)
 		if err != nil {
 			r.log.Warn("spool: drop of the oldest records failed", "sink", s.name, "err", err)
 			continue
 		}
 		for _, rec := range d.Kept {
-			s.pushGap(s.spoolEntry(rec))
+			if !seen[rec.Seq] {
+				seen[rec.Seq] = true
+				kept = append(kept, rec)
+			}
 		}
 		if d.Count > 0 {
 			r.metrics.Dropped.WithLabelValues(s.name, GapOverflow).Add(float64(d.Count))
-			s.noteSpoolDrop(d.Count, d.Since, d.Until)
 		}
 	}
 	if err := r.spool.Checkpoint(); err != nil {
 		r.log.Warn("spool: checkpoint failed", "err", err)
 	}
+	slices.SortFunc(kept, func(a, b spool.Record) int { return cmp.Compare(a.Seq, b.Seq) })
+	return kept
+}
+
+// spoolDropInspect keeps gap records from a drop and times the others by
+// their receive time (the log stamps a batch with its newest record's).
+func spoolDropInspect(data []byte, _ time.Time) (bool, time.Time) {
+	if isSpoolGap(data) {
+		return true, time.Time{}
+	}
+	return false, spoolRecordTime(data)
 }
 
 // spoolWork reads the sink's cursor and delivers until ctx is cancelled, the
@@ -370,6 +510,7 @@ func (s *sinkRunner) spoolWork(ctx context.Context, w *workerState) {
 			if !s.deliverSplit(ctx, w, gaps) {
 				return // gap records left undelivered at the deadline (logged at shutdown)
 			}
+			s.gapsDelivered(gaps)
 			continue
 		}
 		s.mu.Lock()
@@ -591,7 +732,17 @@ func (r *Relay) shutdownSpool(ctx context.Context) error {
 			r.log.Warn("records left in the spool for the next start", "sink", s.name, "count", n,
 				"spool", r.spool.Dir())
 		}
-		if g := s.takeGaps(); len(g) > 0 {
+		g := s.takeGaps()
+		s.mu.Lock()
+		ovf := s.ovfGap
+		s.mu.Unlock()
+		if ovf != nil {
+			// Still counted in the cursor: the next start reports it.
+			r.log.Warn("overflow gap record left in the spool for the next start", "sink", s.name,
+				"dropped", ovf.Record.Dropped, "gap_id", ovf.Record.ID)
+			g = slices.DeleteFunc(g, func(e *Entry) bool { return e == ovf })
+		}
+		if len(g) > 0 {
 			r.log.Error("gap records not delivered", "sink", s.name, "count", len(g))
 		}
 		if err := s.sink.Close(final); err != nil {

@@ -86,3 +86,32 @@ func BenchmarkNextAck(b *testing.B) {
 		n += len(recs)
 	}
 }
+
+// BenchmarkOverflowCheckpoint: what keyrelay pays per batch the bound
+// refuses under drop-newest: the count added to a cursor and written at once
+// (temporary file, fsync, rename, fsync of the directory), per cursor.
+func BenchmarkOverflowCheckpoint(b *testing.B) {
+	for _, cursors := range []int{1, 3} {
+		b.Run(fmt.Sprintf("cursors=%d", cursors), func(b *testing.B) {
+			l := openLog(b, b.TempDir(), testOptions())
+			var cs []*Cursor
+			for i := 0; i < cursors; i++ {
+				c, err := l.Cursor(fmt.Sprintf("c%d", i))
+				if err != nil {
+					b.Fatal(err)
+				}
+				cs = append(cs, c)
+			}
+			at := time.Now()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				for _, c := range cs {
+					c.AddOverflow(Overflow{Count: 1024, Since: at, Until: at})
+				}
+				if err := l.Checkpoint(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -34,22 +34,23 @@ func (l *Log) checkpoint() error {
 	l.ckmu.Lock()
 	defer l.ckmu.Unlock()
 	type pos struct {
-		st    *cursorState
-		acked uint64
-		at    int64
+		st *cursorState
+		cf cursorFile
 	}
 	var todo []pos
 	l.mu.Lock()
 	for _, st := range l.cursors {
-		if st.acked != st.persisted || st.unsaved {
-			todo = append(todo, pos{st, st.acked, st.ackedTime})
+		if st.acked != st.persisted || st.unsaved || st.overflowChanged() {
+			// Position and overflow from one moment: a Drop changes both
+			// under l.mu.
+			todo = append(todo, pos{st, cursorFile{acked: st.acked, ackedTime: st.ackedTime, open: st.ovf, sealed: st.sealed, limbo: st.limboOvf}})
 		}
 	}
 	l.mu.Unlock()
 	var errs []error
 	var written []pos
 	for _, p := range todo {
-		if err := l.writeCursorFile(p.st.name, p.acked, p.at); err != nil {
+		if err := l.writeCursorFile(p.st.name, p.cf); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -63,7 +64,8 @@ func (l *Log) checkpoint() error {
 	}
 	l.mu.Lock()
 	for _, p := range written {
-		p.st.persisted, p.st.persistedTime, p.st.unsaved = p.acked, p.at, false
+		p.st.persisted, p.st.persistedTime, p.st.unsaved = p.cf.acked, p.cf.ackedTime, false
+		p.st.savedOvf, p.st.savedSealed, p.st.savedLimbo = p.cf.open, p.cf.sealed, p.cf.limbo
 	}
 	gone := l.reclaimLocked()
 	l.mu.Unlock()
@@ -177,12 +179,12 @@ func (l *Log) RemoveCursor(name string) error {
 // rename. The caller fsyncs the directory. When the disk is full the
 // temporary file cannot be written, and without new positions no segment
 // could ever be deleted to make room: then the existing file is overwritten
-// in place (32 bytes at offset 0, within one sector; a torn write fails the
+// in place (160 bytes at offset 0, within one sector; a torn write fails the
 // CRC and resets the cursor to the oldest record, which repeats and never
-// skips).
-func (l *Log) writeCursorFile(name string, acked uint64, at int64) error {
+// skips, and loses its pending overflow).
+func (l *Log) writeCursorFile(name string, cf cursorFile) error {
 	path := filepath.Join(l.dir, cursorPrefix+name)
-	b := encodeCursor(acked, at)
+	b := encodeCursor(cf)
 	err := writeReplace(path, b, l.opts.faults)
 	if err == nil || !(errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
 		return err

@@ -81,6 +81,115 @@ type cursorState struct {
 	pending       []seqRange // acknowledged above acked+1: sorted, disjoint, not adjacent
 	inflight      []seqTime  // handed out above acked, by sequence number
 	open          *Cursor
+
+	// The reader's overflow not yet reported (see Overflow): ovf is still
+	// growing, sealed was taken for a report and waits for ClearOverflow.
+	// savedOvf and savedSealed are as last written to the cursor file.
+	ovf, sealed           Overflow
+	savedOvf, savedSealed Overflow
+	// limbo: records in flight when a Drop passed them and not acknowledged
+	// since (limboOvf counts them): lost if the process dies first.
+	limbo      []seqRange
+	limboOvf   Overflow
+	savedLimbo Overflow
+}
+
+// Overflow counts records a cursor's reader will never receive because of
+// the log's bound, to be reported (keyrelay: an overflow gap record): those
+// Drop skipped, and those its caller never appended (AddOverflow). It is
+// kept in the cursor file, written by the same checkpoint as the position a
+// Drop moved, so that a crash never keeps the one without the other.
+type Overflow struct {
+	Count        int64
+	Since, Until time.Time // times of the first and last records counted (zero if unknown)
+	// ID is the caller's name for the report of a sealed overflow
+	// (TakeOverflow; at most 32 bytes kept), so that a report repeated
+	// after a crash carries the same one.
+	ID string
+}
+
+// add merges o's count and window into v.
+func (v *Overflow) add(o Overflow) {
+	if o.Count <= 0 {
+		return
+	}
+	if !o.Since.IsZero() && (v.Count == 0 || v.Since.IsZero() || o.Since.Before(v.Since)) {
+		v.Since = o.Since
+	}
+	if o.Until.After(v.Until) {
+		v.Until = o.Until
+	}
+	v.Count += o.Count
+}
+
+func (st *cursorState) overflowChanged() bool {
+	return st.ovf != st.savedOvf || st.sealed != st.savedSealed || st.limboOvf != st.savedLimbo
+}
+
+// enterLimbo records the records handed out in lo..hi and not acknowledged
+// (not in pending) as in flight past a Drop.
+func (st *cursorState) enterLimbo(lo, hi uint64) {
+	var n int64
+	for _, p := range st.pending {
+		if p.last < lo || p.first > hi {
+			continue
+		}
+		if p.first > lo {
+			st.limbo = addRange(st.limbo, seqRange{lo, p.first - 1})
+			n += int64(p.first - lo)
+		}
+		lo = p.last + 1
+	}
+	if lo <= hi {
+		st.limbo = addRange(st.limbo, seqRange{lo, hi})
+		n += int64(hi - lo + 1)
+	}
+	if n == 0 {
+		return
+	}
+	// Window: from the last record acknowledged before (its batch's time is
+	// no later than theirs) to the batch of the last one.
+	o := Overflow{Count: n, Since: fromUnixNano(st.ackedTime)}
+	for _, f := range st.inflight {
+		if o.Since.IsZero() {
+			o.Since = fromUnixNano(f.at)
+		}
+		if f.seq >= hi {
+			o.Until = fromUnixNano(f.at)
+			break
+		}
+	}
+	st.limboOvf.add(o)
+}
+
+// leaveLimbo takes acknowledged first..last out of the limbo.
+func (st *cursorState) leaveLimbo(first, last uint64) {
+	if len(st.limbo) == 0 {
+		return
+	}
+	var out []seqRange
+	var n int64
+	for _, r := range st.limbo {
+		if r.last < first || r.first > last {
+			out = append(out, r)
+			n += int64(r.last - r.first + 1)
+			continue
+		}
+		if r.first < first {
+			out = append(out, seqRange{r.first, first - 1})
+			n += int64(first - r.first)
+		}
+		if r.last > last {
+			out = append(out, seqRange{last + 1, r.last})
+			n += int64(r.last - last)
+		}
+	}
+	st.limbo = out
+	if n == 0 {
+		st.limboOvf = Overflow{}
+	} else {
+		st.limboOvf.Count = n
+	}
 }
 
 type seqRange struct{ first, last uint64 }
@@ -284,6 +393,7 @@ func (c *Cursor) Ack(first, last uint64) error {
 	if last > st.handed {
 		return fmt.Errorf("spool: cursor %s: ack of %d..%d beyond the last record handed out (%d)", c.name, first, last, st.handed)
 	}
+	st.leaveLimbo(first, last)
 	st.ack(first, last)
 	return nil
 }
@@ -324,11 +434,14 @@ func addRange(rs []seqRange, r seqRange) []seqRange {
 // and counts them as acknowledged, so that the segments they fill can be
 // deleted (after the next checkpoint): the overflow policy "drop the oldest"
 // for one sink. Records already handed out and still in flight count as
-// acknowledged too, and are not in the returned count; the caller reports
-// the dropped ones (keyrelay: a gap record with Dropped.Count). upTo beyond
-// the last record is capped to it. Drop reads the records it skips, to
-// report their times.
-func (c *Cursor) Drop(upTo uint64) (Dropped, error) { return c.DropExcept(upTo, nil) }
+// acknowledged too, and are not in the returned count (the Overflow counts
+// them as in flight until they are acknowledged: if the process dies first,
+// the next Open adds them to it). The dropped ones are
+// added to the cursor's Overflow in the same step (a checkpoint writes both
+// or neither), for the caller to report (keyrelay: a gap record with the
+// count, see TakeOverflow). upTo beyond the last record is capped to it.
+// Drop reads the records it skips, to report their times.
+func (c *Cursor) Drop(upTo uint64) (Dropped, error) { return c.DropFunc(upTo, nil) }
 
 // DropExcept is Drop, except that the skipped records for which keep
 // returns true are returned in Dropped.Kept (their data copied) instead of
@@ -336,6 +449,17 @@ func (c *Cursor) Drop(upTo uint64) (Dropped, error) { return c.DropExcept(upTo, 
 // (keyrelay: gap records), which it then delivers itself. keep sees a
 // record's data only while it runs.
 func (c *Cursor) DropExcept(upTo uint64, keep func(data []byte) bool) (Dropped, error) {
+	if keep == nil {
+		return c.DropFunc(upTo, nil)
+	}
+	return c.DropFunc(upTo, func(data []byte, _ time.Time) (bool, time.Time) { return keep(data), time.Time{} })
+}
+
+// DropFunc is DropExcept where inspect also tells the time to count a
+// dropped record at (Since, Until and the Overflow's window) instead of its
+// append time: keyrelay stamps a batch with its newest record's time and
+// knows each record's own. A zero time means the append time.
+func (c *Cursor) DropFunc(upTo uint64, inspect func(data []byte, at time.Time) (keep bool, t time.Time)) (Dropped, error) {
 	var d Dropped
 	if err := c.acquire(context.Background()); err != nil {
 		return d, err
@@ -363,17 +487,26 @@ func (c *Cursor) DropExcept(upTo uint64, keep func(data []byte) bool) (Dropped, 
 			if it.fr.seq > upTo {
 				break
 			}
-			if keep != nil && keep(it.fr.data) {
-				d.Kept = append(d.Kept, Record{Seq: it.fr.seq, Time: fromUnixNano(it.fr.time),
-					Data: append([]byte(nil), it.fr.data...)})
-				d.Count--
-				c.consume(it)
-				continue
+			at := fromUnixNano(it.fr.time)
+			if inspect != nil {
+				keep, t := inspect(it.fr.data, at)
+				if keep {
+					d.Kept = append(d.Kept, Record{Seq: it.fr.seq, Time: at,
+						Data: append([]byte(nil), it.fr.data...)})
+					d.Count--
+					c.consume(it)
+					continue
+				}
+				if !t.IsZero() {
+					at = t
+				}
 			}
-			if d.Since.IsZero() {
-				d.Since = fromUnixNano(it.fr.time)
+			if !at.IsZero() && (d.Since.IsZero() || at.Before(d.Since)) {
+				d.Since = at
 			}
-			d.Until = fromUnixNano(it.fr.time)
+			if at.After(d.Until) {
+				d.Until = at
+			}
 			c.consume(it)
 		}
 		c.next = upTo + 1
@@ -381,6 +514,11 @@ func (c *Cursor) DropExcept(upTo uint64, keep func(data []byte) bool) (Dropped, 
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	st := c.st
+	// Records handed out and not acknowledged: the sink has them, but the
+	// position passes them now.
+	if lo, hi := st.acked+1, min(st.handed, upTo); lo <= hi {
+		st.enterLimbo(lo, hi)
+	}
 	st.handed = max(st.handed, upTo)
 	if upTo > st.acked {
 		st.ack(st.acked+1, upTo)
@@ -388,7 +526,60 @@ func (c *Cursor) DropExcept(upTo uint64, keep func(data []byte) bool) (Dropped, 
 			st.ackedTime = unixNano(d.Until)
 		}
 	}
+	st.ovf.add(Overflow{Count: d.Count, Since: d.Since, Until: d.Until})
 	return d, nil
+}
+
+// AddOverflow adds records lost to this cursor's reader outside the log
+// (keyrelay: records the bound kept from being appended, under drop-newest)
+// to its Overflow. It is written at the next checkpoint; call
+// Log.Checkpoint to make it durable at once.
+func (c *Cursor) AddOverflow(o Overflow) error {
+	c.l.mu.Lock()
+	defer c.l.mu.Unlock()
+	if c.l.closed || c.st.open != c {
+		return ErrClosed
+	}
+	c.st.ovf.add(Overflow{Count: o.Count, Since: o.Since, Until: o.Until})
+	return nil
+}
+
+// TakeOverflow returns the overflow to report: the one taken before and not
+// yet cleared (after a restart too: report it again, it has its ID), or
+// else the pending one, sealed now under id, the name the caller gives its
+// report. false when there is nothing to report. Records counted after it
+// wait for the next TakeOverflow, after ClearOverflow. A checkpoint writes
+// the sealing (call Log.Checkpoint before delivering the report, so that a
+// repeat after a crash keeps the ID).
+func (c *Cursor) TakeOverflow(id string) (Overflow, bool) {
+	c.l.mu.Lock()
+	defer c.l.mu.Unlock()
+	st := c.st
+	if st.sealed.Count == 0 && st.ovf.Count > 0 {
+		st.sealed, st.ovf = st.ovf, Overflow{}
+		st.sealed.ID = id[:min(len(id), maxOverflowID)]
+	}
+	if st.sealed.Count == 0 {
+		return Overflow{}, false
+	}
+	return st.sealed, true
+}
+
+// ClearOverflow forgets the overflow TakeOverflow returned: its report was
+// delivered. It is written at the next checkpoint (until then a crash
+// repeats the report, with the same ID).
+func (c *Cursor) ClearOverflow() {
+	c.l.mu.Lock()
+	defer c.l.mu.Unlock()
+	c.st.sealed = Overflow{}
+}
+
+// PendingOverflow returns the overflow not yet cleared: the sealed one and
+// the one still counting.
+func (c *Cursor) PendingOverflow() (sealed, open Overflow) {
+	c.l.mu.Lock()
+	defer c.l.mu.Unlock()
+	return c.st.sealed, c.st.ovf
 }
 
 // Close closes the cursor (a pending Next returns ErrClosed) and writes its

@@ -70,15 +70,28 @@
 // failed fsync, or when Open found it damaged). Between segments, sequence
 // numbers may jump: records lost to damage or to an OS crash.
 //
-// A cursor file is 32 bytes, replaced atomically (temporary file, fsync,
+// A cursor file is 160 bytes, replaced atomically (temporary file, fsync,
 // rename, fsync of the directory; on a full disk, where the temporary file
-// cannot be written, overwritten in place and fsynced: a 32-byte write does
-// not straddle a sector, and the CRC turns a torn one into a reset to the
-// oldest record):
+// cannot be written, overwritten in place and fsynced: a 160-byte write at
+// offset 0 does not straddle a sector, and the CRC turns a torn one into a
+// reset to the oldest record):
 //
-//	"KRSPCUR" | version u8 = 1 | acked seq u64 | time of record acked, unix ns i64 | reserved u32 | crc u32 of the 28 bytes before
+//	"KRSPCUR" | version u8 = 2 | acked seq u64 | time of record acked, unix ns i64 |
+//	open overflow: count u64 | since i64 | until i64 |
+//	sealed overflow: count u64 | since i64 | until i64 |
+//	in-flight overflow: count u64 | since i64 | until i64 |
+//	id of the sealed overflow: length u8 | [32]byte |
+//	reserved [27]byte | crc u32 of the 156 bytes before
 //
-// where every record up to acked is acknowledged (0: none).
+// where every record up to acked is acknowledged (0: none), and the
+// overflows count records the cursor's reader lost to the bound and that
+// were not yet reported (see Overflow): written by the same checkpoint as
+// the position a Drop moved. The in-flight overflow counts records a Drop
+// passed while they were handed out and not acknowledged: a sink may still
+// accept them, but if the process dies first they are lost, and Open adds
+// them to the open overflow. Version 1 files (32 bytes: the same first 24
+// bytes, reserved u32, crc u32 of the 28 bytes before) are read as no
+// overflow.
 //
 // # Recovery
 //

@@ -21,7 +21,10 @@ const (
 	frameMetaSize   = 16 // seq, time: the log's part of the checksummed body
 	frameHeaderSize = framePrefixSize + frameMetaSize
 
-	cursorFileSize = 32 // magic, version, acked seq, acked time, reserved, crc
+	cursorFileSizeV1 = 32  // magic, version 1, acked seq, acked time, reserved, crc
+	cursorFileSize   = 160 // version 2: version 1's fields, then the overflow, reserved, crc
+	cursorVersion    = 2   // the cursor file version written; version 1 is read too
+	maxOverflowID    = 32  // bytes of Overflow.ID a cursor file holds
 
 	segMagic    = "KRSPOOL" // + version byte
 	cursorMagic = "KRSPCUR" // + version byte
@@ -120,28 +123,85 @@ func appendFrame(dst []byte, seq uint64, at int64, data []byte) []byte {
 // frameSize is the on-disk size of the frame of a payload of n bytes.
 func frameSize(n int) int64 { return int64(frameHeaderSize + n) }
 
-// encodeCursor returns the content of a cursor file.
-func encodeCursor(acked uint64, ackedTime int64) []byte {
+// cursorFile is the content of a cursor file.
+type cursorFile struct {
+	acked     uint64
+	ackedTime int64
+	open      Overflow // not yet taken for a report
+	sealed    Overflow // taken for a report (TakeOverflow), not yet cleared
+	limbo     Overflow // in flight when a Drop passed them, not acknowledged since
+}
+
+// encodeCursor returns the content of a cursor file (version 2).
+func encodeCursor(cf cursorFile) []byte {
 	b := make([]byte, cursorFileSize)
 	copy(b, cursorMagic)
-	b[7] = formatVersion
-	le.PutUint64(b[8:], acked)
-	le.PutUint64(b[16:], uint64(ackedTime))
-	le.PutUint32(b[28:], checksum(b[:28]))
+	b[7] = cursorVersion
+	le.PutUint64(b[8:], cf.acked)
+	le.PutUint64(b[16:], uint64(cf.ackedTime))
+	putOverflow(b[24:], cf.open)
+	putOverflow(b[48:], cf.sealed)
+	putOverflow(b[72:], cf.limbo)
+	id := cf.sealed.ID[:min(len(cf.sealed.ID), maxOverflowID)]
+	b[96] = byte(len(id))
+	copy(b[97:97+maxOverflowID], id)
+	le.PutUint32(b[cursorFileSize-4:], checksum(b[:cursorFileSize-4]))
 	return b
 }
 
-// decodeCursor parses the content of a cursor file.
-func decodeCursor(b []byte) (acked uint64, ackedTime int64, ok bool) {
-	if len(b) != cursorFileSize || string(b[:7]) != cursorMagic || b[7] != formatVersion ||
-		le.Uint32(b[28:]) != checksum(b[:28]) {
-		return 0, 0, false
+func putOverflow(b []byte, o Overflow) {
+	le.PutUint64(b, uint64(o.Count))
+	le.PutUint64(b[8:], uint64(unixNano(o.Since)))
+	le.PutUint64(b[16:], uint64(unixNano(o.Until)))
+}
+
+func getOverflow(b []byte) (Overflow, bool) {
+	o := Overflow{Count: int64(le.Uint64(b)),
+		Since: fromUnixNano(int64(le.Uint64(b[8:]))), Until: fromUnixNano(int64(le.Uint64(b[16:])))}
+	if o.Count < 0 || o.Count >= 1<<62 {
+		return Overflow{}, false
 	}
-	acked = le.Uint64(b[8:])
-	if acked >= 1<<62 { // never written by a real log; refuse rather than wrap
-		return 0, 0, false
+	if o.Count == 0 {
+		o = Overflow{}
 	}
-	return acked, int64(le.Uint64(b[16:])), true
+	return o, true
+}
+
+// decodeCursor parses the content of a cursor file: version 2, or version 1
+// (written before cursors kept their overflow: none pending).
+func decodeCursor(b []byte) (cf cursorFile, ok bool) {
+	if len(b) < 8 || string(b[:7]) != cursorMagic {
+		return cf, false
+	}
+	switch {
+	case b[7] == 1 && len(b) == cursorFileSizeV1:
+	case b[7] == cursorVersion && len(b) == cursorFileSize:
+	default:
+		return cf, false
+	}
+	if le.Uint32(b[len(b)-4:]) != checksum(b[:len(b)-4]) {
+		return cf, false
+	}
+	cf.acked = le.Uint64(b[8:])
+	if cf.acked >= 1<<62 { // never written by a real log; refuse rather than wrap
+		return cursorFile{}, false
+	}
+	cf.ackedTime = int64(le.Uint64(b[16:]))
+	if b[7] == 1 {
+		return cf, true
+	}
+	var ok1, ok2, ok3 bool
+	cf.open, ok1 = getOverflow(b[24:])
+	cf.sealed, ok2 = getOverflow(b[48:])
+	cf.limbo, ok3 = getOverflow(b[72:])
+	n := int(b[96])
+	if !ok1 || !ok2 || !ok3 || n > maxOverflowID {
+		return cursorFile{}, false
+	}
+	if cf.sealed.Count > 0 {
+		cf.sealed.ID = string(b[97 : 97+n])
+	}
+	return cf, true
 }
 
 // unixNano converts a time to the stored form: 0 for the zero time.

@@ -107,17 +107,17 @@ func listDir(dir string) (dirListing, error) {
 	return d, nil
 }
 
-// readCursorFile returns a cursor's persisted position.
-func readCursorFile(dir, name string) (acked uint64, ackedTime int64, err error) {
+// readCursorFile returns a cursor's persisted state.
+func readCursorFile(dir, name string) (cursorFile, error) {
 	b, err := os.ReadFile(filepath.Join(dir, cursorPrefix+name))
 	if err != nil {
-		return 0, 0, err
+		return cursorFile{}, err
 	}
-	acked, ackedTime, ok := decodeCursor(b)
+	cf, ok := decodeCursor(b)
 	if !ok {
-		return 0, 0, fmt.Errorf("spool: cursor file %s: invalid content (%d bytes)", name, len(b))
+		return cursorFile{}, fmt.Errorf("spool: cursor file %s: invalid content (%d bytes)", name, len(b))
 	}
-	return acked, ackedTime, nil
+	return cf, nil
 }
 
 // firstFrameTime returns the append time of a segment's first record, 0 if
@@ -174,13 +174,18 @@ func (l *Log) recover() error {
 	maxAcked, minAcked := uint64(0), uint64(math.MaxUint64)
 	for _, name := range d.cursors {
 		st := &cursorState{name: name}
-		acked, at, err := readCursorFile(l.dir, name)
+		cf, err := readCursorFile(l.dir, name)
 		if err != nil {
 			l.opts.Logger.Warn("spool: unreadable cursor file, restarting it at the oldest record", "cursor", name, "err", err)
 			rec.CursorsReset = append(rec.CursorsReset, name)
-			acked, st.invalid, st.unsaved = l.firstLocked()-1, true, true
+			cf, st.invalid, st.unsaved = cursorFile{acked: l.firstLocked() - 1}, true, true
 		}
+		acked, at := cf.acked, cf.ackedTime
 		st.acked, st.ackedTime, st.persisted, st.persistedTime, st.handed = acked, at, acked, at, acked
+		st.ovf, st.sealed, st.savedOvf, st.savedSealed, st.savedLimbo = cf.open, cf.sealed, cf.open, cf.sealed, cf.limbo
+		// Records in flight when a Drop passed them, and never
+		// acknowledged: lost with the process.
+		st.ovf.add(cf.limbo)
 		l.cursors[name] = st
 		maxAcked, minAcked = max(maxAcked, acked), min(minAcked, acked)
 	}
@@ -341,8 +346,9 @@ func Inspect(dir string) (Stat, error) {
 	}
 	st.Newest = fromUnixNano(newest)
 	for _, name := range d.cursors {
-		acked, at, err := readCursorFile(dir, name)
-		cs := CursorStat{Name: name, Acked: acked, AckedTime: fromUnixNano(at), Persisted: acked}
+		cf, err := readCursorFile(dir, name)
+		cs := CursorStat{Name: name, Acked: cf.acked, AckedTime: fromUnixNano(cf.ackedTime), Persisted: cf.acked,
+			Overflow: cf.open.Count + cf.sealed.Count + cf.limbo.Count}
 		if err != nil {
 			cs = CursorStat{Name: name, Acked: st.First - 1, Persisted: st.First - 1, Invalid: true}
 		}

@@ -45,6 +45,9 @@ type CursorStat struct {
 	AckedTime time.Time // append time of record Acked (zero if unknown)
 	Persisted uint64    // Acked as last written to the cursor file
 	InFlight  int64     // records handed out and not yet in the acknowledged prefix
+	// Overflow counts records lost to the bound and not yet reported
+	// (Cursor.TakeOverflow, ClearOverflow); from Inspect, as last written.
+	Overflow int64
 	// Lag is the number of records after Acked; LagTime how much older the
 	// oldest of them is than the newest record (approximated from the time
 	// of record Acked), 0 when Lag is 0.
@@ -89,7 +92,7 @@ func (l *Log) Stat() Stat {
 		cs := CursorStat{
 			Name: cst.name, Open: cst.open != nil, Invalid: cst.invalid,
 			Acked: cst.acked, AckedTime: fromUnixNano(cst.ackedTime), Persisted: cst.persisted,
-			InFlight: int64(cst.handed - cst.acked),
+			InFlight: int64(cst.handed - cst.acked), Overflow: cst.ovf.Count + cst.sealed.Count + cst.limboOvf.Count,
 		}
 		cs.lagFrom(st.Last, st.Newest, st.Oldest)
 		st.Cursors = append(st.Cursors, cs)
