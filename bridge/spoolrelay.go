@@ -472,6 +472,9 @@ func (r *Relay) dropOldest() []spool.Record {
 			continue
 		}
 		for _, rec := range d.Kept {
+			if isSpoolMarker(rec.Data) {
+				continue // keyrelay's own: neither counted nor kept
+			}
 			if !seen[rec.Seq] {
 				seen[rec.Seq] = true
 				kept = append(kept, rec)
@@ -488,10 +491,11 @@ func (r *Relay) dropOldest() []spool.Record {
 	return kept
 }
 
-// spoolDropInspect keeps gap records from a drop and times the others by
-// their receive time (the log stamps a batch with its newest record's).
+// spoolDropInspect keeps gap records from a drop (and takes markers out
+// of the count: dropOldest forgets them) and times the others by their
+// receive time (the log stamps a batch with its newest record's).
 func spoolDropInspect(data []byte, _ time.Time) (bool, time.Time) {
-	if isSpoolGap(data) {
+	if isSpoolGap(data) || isSpoolMarker(data) {
 		return true, time.Time{}
 	}
 	return false, spoolRecordTime(data)

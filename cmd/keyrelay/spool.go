@@ -41,6 +41,9 @@ func runSpool(cfg *Config, w io.Writer) error {
 		if c.Invalid {
 			note = " (cursor file unreadable: restarts at the oldest record)"
 		}
+		if c.Overflow > 0 {
+			note += fmt.Sprintf(", %d records dropped by the bound and not yet reported to the sink (its overflow gap record goes first)", c.Overflow)
+		}
 		fmt.Fprintf(w, "cursor %s: acked %d, lag %d records, %s%s\n",
 			c.Name, c.Acked, c.Lag, c.LagTime.Round(time.Millisecond), note)
 	}
