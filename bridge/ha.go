@@ -351,7 +351,7 @@ func (h *haState) promote(ids []string) (replayed int) {
 			h.r.emitOverflowGap(src.name, lostN, since, until, "the standby's hold was full")
 		}
 		for i := range hold {
-			h.r.emitNow(&hold[i])
+			h.r.replay(&hold[i])
 		}
 	}
 	h.held = 0

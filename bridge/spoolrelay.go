@@ -59,6 +59,25 @@ func (r *Relay) emitSpool(e *Entry) {
 	}
 }
 
+// replay hands a record a standby held to the appender at its takeover:
+// waiting for room (this is not the reader's goroutine), so that a large
+// hold is not cut by the hand-off's bound.
+func (r *Relay) replay(rec *Record) {
+	if rec.Type == TypeGap || r.spool == nil {
+		r.emitNow(rec)
+		return
+	}
+	e := newEntry(rec)
+	r.inMu.RLock()
+	if !r.inClosed {
+		r.spoolCh <- e
+		r.inMu.RUnlock()
+		return
+	}
+	r.inMu.RUnlock()
+	r.emitSpool(e) // after the stop: counted as dropped, as any record then
+}
+
 // SpoolMarker keeps source's anchor (everything it published before was
 // received) in the spool, for the next start's restart gap. A full hand-off
 // or a standby skips it: markers are not records.
