@@ -561,6 +561,9 @@ func (s *Subscriber) drainOnStop(ctx context.Context, sess *session) context.Con
 func (s *Subscriber) markersDenied(err error) {
 	s.metrics.MarkerErrors.WithLabelValues(s.cfg.Source, "noperm").Inc()
 	s.metrics.MarkersEnabled.WithLabelValues(s.cfg.Source).Set(0)
+	if s.ha != nil && !s.markersOff.Load() {
+		s.log.Error("ha: continuity markers refused: record ids cannot be the same in every instance, so a takeover may repeat records under new ids (grant +subscribe +publish and &" + s.cfg.MarkerChannel + ")")
+	}
 	if s.markersOff.CompareAndSwap(false, true) {
 		s.log.Warn("continuity markers are off: the Redis user may not publish or subscribe to keyrelay's channel; gap windows rest on the subscription's pings (grant +subscribe +unsubscribe +publish and &"+s.cfg.MarkerChannel+")",
 			"channel", s.cfg.MarkerChannel, "err", err)
