@@ -81,7 +81,16 @@ type Elector struct {
 	renewed time.Time // send time of the last successful renew (or acquire)
 	final   []string  // the delivered position at the end of the relay's shutdown
 
-	stopping atomic.Bool // no more campaigning: the process is stopping
+	stopping  atomic.Bool // no more campaigning: the process is stopping
+	clientSet atomic.Bool // Run set cfg.Client
+	denied    atomic.Bool // the lease scripts were refused (logged once)
+}
+
+// client is the connection Run was given.
+func (e *Elector) client() redis.UniversalClient {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.cfg.Client
 }
 
 // Stopping ends campaigning: an instance that is stopping must not take
@@ -119,6 +128,7 @@ func (e *Elector) Run(ctx context.Context, client redis.UniversalClient) {
 	e.mu.Lock()
 	e.cfg.Client = client
 	e.mu.Unlock()
+	e.clientSet.Store(true)
 	step := max(e.cfg.Lease/10, 50*time.Millisecond)
 	t := time.NewTicker(step)
 	defer t.Stop()
@@ -154,10 +164,16 @@ func (e *Elector) campaign(ctx context.Context) {
 	cctx, cancel := e.cmdCtx(ctx)
 	defer cancel()
 	sent := time.Now()
-	n, err := acquireScript.Run(cctx, e.cfg.Client, []string{leaseKey(e.cfg.Prefix), epochKey(e.cfg.Prefix)},
+	n, err := acquireScript.Run(cctx, e.client(), []string{leaseKey(e.cfg.Prefix), epochKey(e.cfg.Prefix)},
 		e.cfg.Instance, e.cfg.Lease.Milliseconds()).Int64()
 	if err != nil {
-		if ctx.Err() == nil {
+		switch {
+		case ctx.Err() != nil:
+		case errors.Is(ClassifyRedisError(err), ErrRedisPermission):
+			if e.denied.CompareAndSwap(false, true) {
+				e.log.Error("ha: the Redis user may not run the lease scripts: this instance can never lead (grant +eval +evalsha +incr +pexpire +del on ~"+e.cfg.Prefix+"*)", "err", err)
+			}
+		default:
 			e.log.Debug("ha: cannot campaign", "err", err)
 		}
 		return
@@ -186,7 +202,7 @@ func (e *Elector) renew(ctx context.Context, now time.Time) {
 	// The renewal may not run past the moment this instance must stand by.
 	cctx, cancel := context.WithDeadline(ctx, renewed.Add(e.cfg.Lease*3/4))
 	defer cancel()
-	n, err := renewScript.Run(cctx, e.cfg.Client, []string{leaseKey(e.cfg.Prefix)}, value, e.cfg.Lease.Milliseconds()).Int64()
+	n, err := renewScript.Run(cctx, e.client(), []string{leaseKey(e.cfg.Prefix)}, value, e.cfg.Lease.Milliseconds()).Int64()
 	switch {
 	case err == nil && n == 1:
 		e.mu.Lock()
@@ -228,7 +244,7 @@ func (e *Elector) writeDelivered(ctx context.Context, ids []string) {
 	cctx, cancel := e.cmdCtx(ctx)
 	defer cancel()
 	v := strconv.FormatInt(e.Epoch(), 10) + " " + strings.Join(ids, " ")
-	if err := e.cfg.Client.Set(cctx, ackedKey(e.cfg.Prefix), v, aliveTTL).Err(); err != nil && ctx.Err() == nil {
+	if err := e.client().Set(cctx, ackedKey(e.cfg.Prefix), v, aliveTTL).Err(); err != nil && ctx.Err() == nil {
 		e.log.Warn("ha: cannot write the delivered position", "err", err)
 	}
 }
@@ -237,7 +253,7 @@ func (e *Elector) writeDelivered(ctx context.Context, ids []string) {
 func (e *Elector) readDelivered(ctx context.Context) []string {
 	cctx, cancel := e.cmdCtx(ctx)
 	defer cancel()
-	v, err := e.cfg.Client.Get(cctx, ackedKey(e.cfg.Prefix)).Result()
+	v, err := e.client().Get(cctx, ackedKey(e.cfg.Prefix)).Result()
 	if err != nil {
 		if !errors.Is(err, redis.Nil) && ctx.Err() == nil {
 			e.log.Warn("ha: cannot read the leader's delivered position", "err", err)
@@ -266,7 +282,7 @@ func (e *Elector) noteFinal() {
 // releases the lease, so that a standby takes over at once from there.
 // Call it after the relay's Shutdown (and after Run returned).
 func (e *Elector) Handover(ctx context.Context) {
-	if !e.Leader() {
+	if !e.Leader() || !e.clientSet.Load() {
 		return
 	}
 	e.mu.Lock()
@@ -275,7 +291,7 @@ func (e *Elector) Handover(ctx context.Context) {
 	e.writeDelivered(ctx, final)
 	cctx, cancel := e.cmdCtx(ctx)
 	defer cancel()
-	if err := releaseScript.Run(cctx, e.cfg.Client, []string{leaseKey(e.cfg.Prefix)}, value).Err(); err != nil {
+	if err := releaseScript.Run(cctx, e.client(), []string{leaseKey(e.cfg.Prefix)}, value).Err(); err != nil {
 		e.log.Warn("ha: cannot release the lease: a standby takes over when it expires", "err", err)
 		return
 	}
