@@ -4,7 +4,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -350,44 +348,13 @@ var frameKeyRE = regexp.MustCompile(`"key":"([^"]+)"`)
 // records it delivered into the pipe before it died (whole lines only).
 func killedSpool(t *testing.T, env map[string]string, dir string, c *redis.Client, prefix string, n int) ([]string, []testRecord) {
 	t.Helper()
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pr.Close()
-	cmd := command(t, env, "run")
-	cmd.Stdout = pw
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
-	defer func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("killed keyrelay's stderr:\n%s", stderr.String())
-		}
-	}()
-	waitUntil(t, 10*time.Second, "subscribed", func() bool { return strings.Contains(stderr.String(), `"msg":"subscribed"`) })
+	u := startUnread(t, env)
 	keys := writeKeys(t, c, prefix, n)
 	waitUntil(t, 20*time.Second, "the spool to hold every record", func() bool {
 		st, err := spool.Inspect(dir)
 		return err == nil && st.Last >= uint64(n)
 	})
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	_ = cmd.Wait()
-	out, err := io.ReadAll(pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if i := bytes.LastIndexByte(out, '\n'); i >= 0 {
-		out = out[:i+1]
-	} else {
-		out = nil
-	}
-	return keys, parseRecords(t, bytes.NewReader(out))
+	return keys, u.kill()
 }
 
 // spoolDamage is one way of damaging a spool directory left by a kill -9.

@@ -3,12 +3,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,30 +36,8 @@ func testOverflowSurvivesKill(t *testing.T, policy string) {
 	env := spoolEnv(r.Addr, dir, "KEYRELAY_OVERFLOW", policy,
 		"KEYRELAY_SPOOL_SEGMENT_BYTES", "65536", "KEYRELAY_SPOOL_MAX_BYTES", "262144")
 
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pr.Close()
-	cmd := command(t, env, "run")
-	cmd.Stdout = pw
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
-	killed := false
-	defer func() {
-		if !killed {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-		if t.Failed() {
-			t.Logf("killed keyrelay's stderr:\n%s", stderr.String())
-		}
-	}()
-	waitUntil(t, 10*time.Second, "subscribed", func() bool { return strings.Contains(stderr.String(), `"msg":"subscribed"`) })
+	u := startUnread(t, env)
+	stderr := u.stderr
 	var keys []string
 	if policy == "drop-oldest" {
 		// A gap record in the middle of the spool, in a file the bound
@@ -86,19 +60,7 @@ func testOverflowSurvivesKill(t *testing.T, policy string) {
 	})
 	time.Sleep(2 * time.Second) // the colleague's scenario: kill -9 two seconds in
 	st, _ := spool.Inspect(dir)
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	_ = cmd.Wait()
-	killed = true
-	out, err := io.ReadAll(pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if i := bytes.LastIndexByte(out, '\n'); i >= 0 {
-		out = out[:i+1]
-	} else {
-		out = nil
-	}
-	before := parseRecords(t, bytes.NewReader(out))
+	before := u.kill()
 	t.Logf("killed: %d records in the pipe, spool records %d..%d, cursor %+v",
 		len(before), st.First, st.Last, st.Cursors[0])
 	if len(gapsOf(before, "overflow")) != 0 {

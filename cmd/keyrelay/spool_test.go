@@ -7,6 +7,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -37,30 +38,7 @@ func TestSpoolSurvivesKill(t *testing.T) {
 	r := bridgetest.StartRedis(t)
 	dir := t.TempDir()
 	env := spoolEnv(r.Addr, dir)
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pr.Close()
-	cmd := command(t, env, "run")
-	cmd.Stdout = pw
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close() // the child holds the write end
-	killed := false
-	defer func() {
-		if !killed {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-		if t.Failed() {
-			t.Logf("first keyrelay's stderr:\n%s", stderr.String())
-		}
-	}()
-	waitUntil(t, 10*time.Second, "subscribed", func() bool { return strings.Contains(stderr.String(), `"msg":"subscribed"`) })
+	firstRun := startUnread(t, env)
 	t0 := time.Now()
 	keys := writeKeys(t, newWriter(t, r.Addr), "spool:", n)
 	t.Logf("written after %s", time.Since(t0))
@@ -86,19 +64,7 @@ func TestSpoolSurvivesKill(t *testing.T) {
 	}
 
 	t.Logf("spool inspected after %s", time.Since(t0))
-	_ = cmd.Process.Signal(syscall.SIGKILL)
-	_ = cmd.Wait()
-	killed = true
-	first, err := io.ReadAll(pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if i := bytes.LastIndexByte(first, '\n'); i >= 0 {
-		first = first[:i+1] // a batch cut by the kill was not acknowledged: it comes again
-	} else {
-		first = nil
-	}
-	before := parseRecords(t, bytes.NewReader(first))
+	before := firstRun.kill()
 
 	d := startDaemon(t, env)
 	t.Logf("restarted after %s", time.Since(t0))
@@ -140,6 +106,64 @@ func TestSpoolSurvivesKill(t *testing.T) {
 	if strings.Contains(d.Stderr.String(), "records not delivered") {
 		t.Errorf("records reported lost:\n%s", d.Stderr.String())
 	}
+}
+
+// unread is keyrelay run as a process whose standard output nobody reads
+// until it is killed: records pile up behind a stuck sink.
+type unread struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	out    *os.File // the pipe's read end
+	stderr *syncBuffer
+	killed bool
+}
+
+// startUnread starts keyrelay with env, its standard output a pipe nobody
+// reads, and waits until it has subscribed. The test's end kills it.
+func startUnread(t *testing.T, env map[string]string) *unread {
+	t.Helper()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &unread{t: t, cmd: command(t, env, "run"), out: pr, stderr: &syncBuffer{}}
+	u.cmd.Stdout, u.cmd.Stderr = pw, u.stderr
+	if err := u.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close() // the child holds the write end
+	t.Cleanup(func() {
+		if !u.killed {
+			_ = u.cmd.Process.Kill()
+			_ = u.cmd.Wait()
+		}
+		pr.Close()
+		if t.Failed() {
+			t.Logf("killed keyrelay's stderr:\n%s", u.stderr.String())
+		}
+	})
+	waitUntil(t, 10*time.Second, "subscribed", func() bool { return strings.Contains(u.stderr.String(), `"msg":"subscribed"`) })
+	return u
+}
+
+// kill sends SIGKILL and returns the records keyrelay wrote into the pipe
+// before it died: whole lines only (a batch cut by the kill was not
+// acknowledged: it comes again).
+func (u *unread) kill() []testRecord {
+	u.t.Helper()
+	_ = u.cmd.Process.Signal(syscall.SIGKILL)
+	_ = u.cmd.Wait()
+	u.killed = true
+	out, err := io.ReadAll(u.out)
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	if i := bytes.LastIndexByte(out, '\n'); i >= 0 {
+		out = out[:i+1]
+	} else {
+		out = nil
+	}
+	return parseRecords(u.t, bytes.NewReader(out))
 }
 
 // gate is a standard output that blocks until opened: a sink stuck on a
