@@ -64,12 +64,13 @@ func BenchmarkQueueTakePush(b *testing.B) {
 	q := NewQueue(100000, 64<<20, DropNewest)
 	e := &Entry{Body: make([]byte, 160)}
 	lim := Limits{MaxEntries: 1024}
+	var batch Batch // a worker's, reused
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
 		q.Push(e)
 		if i++; i%1024 == 0 {
-			q.Take(context.Background(), lim, bodySize, 0)
+			q.TakeInto(context.Background(), lim, bodySize, 0, &batch)
 		}
 	}
 }

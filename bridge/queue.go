@@ -77,8 +77,15 @@ type PushResult struct {
 
 // Push appends e without blocking, dropping by policy when full. Pushing to a
 // closed queue drops e (counted in Dropped).
-func (q *Queue) Push(e *Entry) PushResult {
-	size := int64(len(e.Body))
+func (q *Queue) Push(e *Entry) PushResult { return q.push(&e.Record, e.Body, e) }
+
+// PushRecord is Push of rec encoded as body. The queue copies what it keeps:
+// the caller may reuse body and rec's strings once it returns.
+func (q *Queue) PushRecord(rec *Record, body []byte) PushResult { return q.push(rec, body, nil) }
+
+// push is Push of rec and body, which are e's when e is not nil.
+func (q *Queue) push(rec *Record, body []byte, e *Entry) PushResult {
+	size := int64(len(body))
 	var res PushResult
 	q.mu.Lock()
 	if q.closed {
@@ -92,7 +99,7 @@ func (q *Queue) Push(e *Entry) PushResult {
 		// never evicted: they report losses, and are not losses to count.
 		var gaps []*Entry
 		for q.n > 0 && q.full(size) {
-			old, _ := q.popLocked()
+			old := q.popLocked()
 			if old.Record.Type == TypeGap {
 				gaps = append(gaps, old)
 				continue
@@ -105,7 +112,7 @@ func (q *Queue) Push(e *Entry) PushResult {
 		}
 	default:
 		if q.n > 0 && q.full(size) {
-			q.noteDrop(e.Record.Time)
+			q.noteDrop(rec.Time)
 			q.mu.Unlock()
 			res.Dropped = 1
 			return res
@@ -116,7 +123,7 @@ func (q *Queue) Push(e *Entry) PushResult {
 		res.Ended = &ep
 		q.episode = OverflowEpisode{}
 	}
-	wake := q.pushLocked(e)
+	wake := q.pushLocked(rec, body, e)
 	q.mu.Unlock()
 	if wake {
 		q.signal()
@@ -132,7 +139,7 @@ func (q *Queue) PushForce(e *Entry) bool {
 		q.mu.Unlock()
 		return false
 	}
-	q.pushLocked(e)
+	q.pushLocked(&e.Record, e.Body, e)
 	q.mu.Unlock()
 	q.signal()
 	return true
@@ -192,10 +199,10 @@ func (q *Queue) noteDrop(t time.Time) {
 // when it holds a full batch (a worker lingers for one). Waking a worker
 // for every entry in between cost a goroutine switch per record
 // (BenchmarkEmit).
-func (q *Queue) pushLocked(e *Entry) (wake bool) {
-	q.buf.push(e)
+func (q *Queue) pushLocked(rec *Record, body []byte, e *Entry) (wake bool) {
+	q.buf.push(rec, body, e)
 	q.n++
-	q.bytes += int64(len(e.Body))
+	q.bytes += int64(len(body))
 	return q.n == 1 || q.n >= q.batch || q.batchFull()
 }
 
@@ -210,9 +217,10 @@ func (q *Queue) pushFrontLocked(e *Entry) {
 	q.bytes += int64(len(e.Body))
 }
 
-// peekLocked returns the entry at the head (rebuilt from the arena) and
-// the arena bytes it takes, for popAfterPeek.
-func (q *Queue) peekLocked() (*Entry, int) { return q.buf.peek() }
+// peekLocked returns the entry at the head, the arena bytes it takes (for
+// popAfterPeek), and whether it is a view valid until the next push or pop
+// (arena.peek).
+func (q *Queue) peekLocked() (*Entry, int, bool) { return q.buf.peek() }
 
 // popAfterPeek removes the head entry e that peekLocked returned.
 func (q *Queue) popAfterPeek(e *Entry, size int) {
@@ -221,10 +229,12 @@ func (q *Queue) popAfterPeek(e *Entry, size int) {
 	q.bytes -= int64(len(e.Body))
 }
 
-func (q *Queue) popLocked() (*Entry, int) {
-	e, size := q.peekLocked()
+// popLocked removes the head entry and returns it; a view (see peekLocked)
+// is valid until the next push or pop.
+func (q *Queue) popLocked() *Entry {
+	e, size, _ := q.peekLocked()
 	q.popAfterPeek(e, size)
-	return e, size
+	return e
 }
 
 func (q *Queue) signal() {
@@ -252,12 +262,19 @@ func (q *Queue) Len() (records int, bytes int64) {
 	return q.n, q.bytes
 }
 
-// Take removes and returns the next batch: it waits for a first entry, then
+// Take is TakeInto a new Batch: the entries it returns are the caller's to
+// keep.
+func (q *Queue) Take(ctx context.Context, lim Limits, size func(*Entry) int, linger time.Duration) []*Entry {
+	return q.TakeInto(ctx, lim, size, linger, new(Batch))
+}
+
+// TakeInto removes and returns the next batch, rebuilt in b's memory (valid
+// until the next TakeInto with b): it waits for a first entry, then
 // up to linger for the batch to fill to lim.MaxEntries or lim.MaxBatchBytes
 // (measured with size). It returns nil when the queue is closed and empty, or
 // when ctx is done. The first entry is always taken whatever its size, so an
 // oversized entry cannot stall the queue (the Relay rejects it).
-func (q *Queue) Take(ctx context.Context, lim Limits, size func(*Entry) int, linger time.Duration) []*Entry {
+func (q *Queue) TakeInto(ctx context.Context, lim Limits, size func(*Entry) int, linger time.Duration, b *Batch) []*Entry {
 	var deadline <-chan time.Time
 	for {
 		q.mu.Lock()
@@ -290,16 +307,16 @@ func (q *Queue) Take(ctx context.Context, lim Limits, size func(*Entry) int, lin
 	}
 take:
 	q.mu.Lock()
-	batch := make([]*Entry, 0, min(q.n, lim.MaxEntries))
+	b.reset(lim.MaxEntries)
 	total := 0
-	for q.n > 0 && len(batch) < lim.MaxEntries {
-		e, n := q.peekLocked()
+	for q.n > 0 && len(b.ptrs) < lim.MaxEntries {
+		e, n, view := q.peekLocked()
 		s := size(e)
-		if len(batch) > 0 && lim.MaxBatchBytes > 0 && total+s > lim.MaxBatchBytes {
+		if len(b.ptrs) > 0 && lim.MaxBatchBytes > 0 && total+s > lim.MaxBatchBytes {
 			break
 		}
+		b.add(e, view)
 		q.popAfterPeek(e, n)
-		batch = append(batch, e)
 		total += s
 	}
 	left := q.n
@@ -307,5 +324,5 @@ take:
 	if left > 0 {
 		q.signal() // another worker may be waiting
 	}
-	return batch
+	return b.ptrs
 }

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"encoding/binary"
 	"time"
 	"unsafe"
@@ -13,18 +14,21 @@ import (
 // body) per record. A record that does not fit this form (a gap record, or
 // a field the form cannot hold) is kept as its *Entry, in order.
 //
-// Chunks are appended to, never rewritten: an Entry that peek rebuilds
-// shares its chunk's bytes (Body, ID and Key), which therefore never change.
-// A chunk is dropped once it is full and consumed, and freed by the GC when
-// no entry rebuilt from it is referenced any more.
+// What peek returns of a compact record is a view into its chunk, valid
+// until the next push or pop: Take copies what it takes into the worker's
+// Batch. A consumed chunk is therefore free at once, and is kept for reuse
+// (up to spareChunks of them) instead of being left to the GC: at full speed
+// a queue goes through a chunk every few hundred records.
 //
 // The arena is not safe for concurrent use: the Queue's mutex guards it.
 type arena struct {
 	chunks [][]byte // FIFO; chunks[0] is read from off, the last one appended to
 	off    int
+	spare  [][]byte // consumed chunks, emptied, for reuse
 	front  []*Entry // entries put back before everything else (pushFront)
 	ptrs   []*Entry // entries kept by pointer, FIFO, in the order of their markers
 	ptrOff int
+	view   Entry // what peek returns of a compact record
 	// interned (Source, Event) pairs of key events, by header index.
 	pairs   []pair
 	pairIdx map[pair]uint16
@@ -36,6 +40,7 @@ const (
 	arenaChunk  = 64 << 10
 	arenaHeader = 24
 	maxPairs    = 1 << 16
+	spareChunks = 4
 
 	flagPointer   = 1 // the record is the next of ptrs; nothing else follows
 	flagKeyInBody = 2 // the key is the body's bytes at len(body)-2-keyLen
@@ -44,10 +49,16 @@ const (
 // idOffset is where a key event's id starts in its body (AppendJSON).
 var idOffset = len(`{"type":"keyevent","id":"`)
 
-// push appends e.
-func (a *arena) push(e *Entry) {
-	hdr, ok := a.header(e)
+// push appends the record r encoded as body. e, when not nil, is r and body
+// as an Entry, kept by pointer if the compact form cannot hold it (else one
+// is made, with a copy of body: the caller may reuse body and r's strings
+// once push returns).
+func (a *arena) push(r *Record, body []byte, e *Entry) {
+	hdr, ok := a.header(r, body)
 	if !ok {
+		if e == nil {
+			e = &Entry{Record: *r, Body: bytes.Clone(body)}
+		}
 		a.ptrs = append(a.ptrs, e)
 		var marker [arenaHeader]byte
 		marker[23] = flagPointer
@@ -56,20 +67,18 @@ func (a *arena) push(e *Entry) {
 	}
 	var key []byte
 	if hdr[23]&flagKeyInBody == 0 {
-		key = unsafe.Slice(unsafe.StringData(e.Record.Key), len(e.Record.Key))
+		key = unsafe.Slice(unsafe.StringData(r.Key), len(r.Key))
 	}
-	a.append(hdr[:], e.Body, key)
+	a.append(hdr[:], body, key)
 }
 
-// header returns the header of e's compact form, or false when e must be
-// kept by pointer.
-func (a *arena) header(e *Entry) (hdr [arenaHeader]byte, ok bool) {
-	r := &e.Record
+// header returns the header of the compact form of r encoded as body, or
+// false when it must be kept by pointer.
+func (a *arena) header(r *Record, body []byte) (hdr [arenaHeader]byte, ok bool) {
 	if r.Type != TypeKeyEvent || !r.Since.IsZero() || !r.Until.IsZero() || r.Reason != "" || r.Dropped != 0 ||
-		int(int32(r.DB)) != r.DB || len(r.ID) > 255 || arenaHeader+len(e.Body)+len(r.Key) > arenaChunk {
+		int(int32(r.DB)) != r.DB || len(r.ID) > 255 || arenaHeader+len(body)+len(r.Key) > arenaChunk {
 		return hdr, false
 	}
-	body := e.Body
 	if end := idOffset + len(r.ID); len(body) <= end || string(body[idOffset:end]) != r.ID || body[end] != '"' {
 		return hdr, false
 	}
@@ -111,7 +120,7 @@ func (a *arena) append(hdr, body, key []byte) {
 			a.dropChunk()
 			last--
 		}
-		a.chunks = append(a.chunks, make([]byte, 0, arenaChunk))
+		a.chunks = append(a.chunks, a.newChunk())
 		last++
 	}
 	c := append(a.chunks[last], hdr...)
@@ -119,23 +128,35 @@ func (a *arena) append(hdr, body, key []byte) {
 	a.chunks[last] = append(c, key...)
 }
 
-// peek returns the first entry, rebuilt, and the arena bytes it takes (0
-// for a front entry). The queue must not be empty.
-func (a *arena) peek() (*Entry, int) {
+func (a *arena) newChunk() []byte {
+	if n := len(a.spare); n > 0 {
+		c := a.spare[n-1]
+		a.spare[n-1] = nil
+		a.spare = a.spare[:n-1]
+		return c
+	}
+	return make([]byte, 0, arenaChunk)
+}
+
+// peek returns the first entry and the arena bytes it takes (0 for a front
+// entry), and whether the entry is a view of a compact record (valid until
+// the next push or pop) rather than a kept *Entry. The queue must not be
+// empty.
+func (a *arena) peek() (e *Entry, size int, view bool) {
 	if len(a.front) > 0 {
-		return a.front[0], 0
+		return a.front[0], 0, false
 	}
 	c, start := a.chunks[0], a.off
 	h := c[start : start+arenaHeader]
 	if h[23]&flagPointer != 0 {
-		return a.ptrs[a.ptrOff], arenaHeader
+		return a.ptrs[a.ptrOff], arenaHeader, false
 	}
 	bodyLen := int(binary.LittleEndian.Uint32(h[0:]))
 	keyLen := int(binary.LittleEndian.Uint32(h[4:]))
 	p := a.pairs[binary.LittleEndian.Uint16(h[20:])]
 	b := start + arenaHeader
 	body := c[b : b+bodyLen : b+bodyLen]
-	size := arenaHeader + bodyLen
+	size = arenaHeader + bodyLen
 	var key []byte
 	if h[23]&flagKeyInBody != 0 {
 		key = body[bodyLen-2-keyLen : bodyLen-2]
@@ -144,13 +165,13 @@ func (a *arena) peek() (*Entry, int) {
 		size += keyLen
 	}
 	id := body[idOffset : idOffset+int(h[22])]
-	e := &Entry{Body: body, Record: Record{
+	a.view = Entry{Body: body, Record: Record{
 		Type: TypeKeyEvent, ID: unsafe.String(unsafe.SliceData(id), len(id)),
 		Time:   time.Unix(0, int64(binary.LittleEndian.Uint64(h[8:]))),
 		Source: p.source, DB: int(int32(binary.LittleEndian.Uint32(h[16:]))), Event: p.event,
 		Key: unsafe.String(unsafe.SliceData(key), len(key)),
 	}}
-	return e, size
+	return &a.view, size, true
 }
 
 // pop removes the first entry, which peek returned with its size.
@@ -175,7 +196,11 @@ func (a *arena) pop(size int) {
 	}
 }
 
+// dropChunk removes the consumed first chunk, keeping it for reuse.
 func (a *arena) dropChunk() {
+	if len(a.spare) < spareChunks {
+		a.spare = append(a.spare, a.chunks[0][:0])
+	}
 	a.chunks[0] = nil
 	a.chunks = a.chunks[1:]
 	a.off = 0
@@ -184,4 +209,71 @@ func (a *arena) dropChunk() {
 // pushFront puts e before everything else.
 func (a *arena) pushFront(e *Entry) {
 	a.front = append([]*Entry{e}, a.front...)
+}
+
+// Batch is the memory a worker's batches are rebuilt in (Queue.TakeInto),
+// reused from one batch to the next: the entries of a batch are valid until
+// the worker's next TakeInto. Its zero value is ready to use.
+type Batch struct {
+	entries []Entry
+	ptrs    []*Entry
+	bytes   []byte
+}
+
+// reset empties b for a batch of up to n entries.
+func (b *Batch) reset(n int) {
+	if cap(b.entries) < n {
+		b.entries = make([]Entry, 0, n)
+		b.ptrs = make([]*Entry, 0, n)
+	}
+	clear(b.entries)
+	b.entries, b.ptrs, b.bytes = b.entries[:0], b.ptrs[:0], b.bytes[:0]
+}
+
+// add appends e, copying a view into b's own memory.
+func (b *Batch) add(e *Entry, view bool) {
+	if !view {
+		b.ptrs = append(b.ptrs, e)
+		return
+	}
+	r := &e.Record
+	// Body, then the key when it is not inside the body, copied together
+	// when they are adjacent (as in the arena).
+	keyInBody := len(r.Key) > 0 && inside(r.Key, e.Body)
+	need := len(e.Body)
+	if !keyInBody {
+		need += len(r.Key)
+	}
+	if cap(b.bytes)-len(b.bytes) < need {
+		// A new buffer: entries already added keep the old one alive.
+		b.bytes = make([]byte, 0, max(2*cap(b.bytes), need, 64<<10))
+	}
+	start := len(b.bytes)
+	b.bytes = append(b.bytes, e.Body...)
+	body := b.bytes[start:len(b.bytes):len(b.bytes)]
+	var key []byte
+	if keyInBody {
+		off := int(uintptr(unsafe.Pointer(unsafe.StringData(r.Key))) - uintptr(unsafe.Pointer(unsafe.SliceData(e.Body))))
+		key = body[off : off+len(r.Key)]
+	} else {
+		k := len(b.bytes)
+		b.bytes = append(b.bytes, r.Key...)
+		key = b.bytes[k:len(b.bytes):len(b.bytes)]
+	}
+	id := body[idOffset : idOffset+len(r.ID)]
+	b.entries = append(b.entries, Entry{Body: body, Record: *r})
+	n := &b.entries[len(b.entries)-1]
+	n.Record.ID = unsafe.String(unsafe.SliceData(id), len(id))
+	n.Record.Key = unsafe.String(unsafe.SliceData(key), len(key))
+	b.ptrs = append(b.ptrs, n)
+}
+
+// inside reports whether s lies within b's memory.
+func inside(s string, b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	sp := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+	bp := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	return sp >= bp && sp+uintptr(len(s)) <= bp+uintptr(len(b))
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -105,6 +106,7 @@ type sinkRunner struct {
 type workerState struct {
 	since   atomic.Int64 // unix nanoseconds when the current Publish began; 0 when idle
 	pending atomic.Int64 // entries of the batch being delivered
+	batch   Batch        // the worker's own: the memory its batches are rebuilt in
 }
 
 // NewRelay builds a relay for sinks. Start it before the first Emit.
@@ -199,13 +201,16 @@ func (r *Relay) emitNow(rec *Record) {
 		r.emitGapRecord(rec)
 		return
 	}
-	e := newEntry(rec)
 	if r.spool != nil {
-		r.emitSpool(e)
+		r.emitSpool(newEntry(rec))
 		return
 	}
+	// Encoded once into a scratch buffer that each queue copies from: no
+	// allocation per record.
+	bp := emitScratch.Get().(*[]byte)
+	body := rec.AppendJSON((*bp)[:0])
 	for _, s := range r.sinks {
-		res := s.queue.Push(e)
+		res := s.queue.PushRecord(rec, body)
 		if res.Dropped > 0 {
 			r.metrics.Dropped.WithLabelValues(s.name, GapOverflow).Add(float64(res.Dropped))
 		}
@@ -213,7 +218,15 @@ func (r *Relay) emitNow(rec *Record) {
 			r.overflowGap(s, res.Ended)
 		}
 	}
+	if cap(body) <= 64<<10 { // a huge key's buffer is left to the GC
+		*bp = body
+		emitScratch.Put(bp)
+	}
 }
+
+// emitScratch holds emitNow's encoding buffers (Emit is called from every
+// subscriber's reader goroutine).
+var emitScratch = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // newEntry encodes rec into a new Entry: two allocations, the Entry and
 // its body. (One allocation holding both, 512 bytes, measured slower in
@@ -415,7 +428,7 @@ func (s *sinkRunner) abandoned() int64 {
 // or ctx is cancelled.
 func (s *sinkRunner) work(ctx context.Context, w *workerState) {
 	for {
-		batch := s.queue.Take(ctx, s.lim, s.sink.EntrySize, s.relay.cfg.Linger)
+		batch := s.queue.TakeInto(ctx, s.lim, s.sink.EntrySize, s.relay.cfg.Linger, &w.batch)
 		if batch == nil {
 			return
 		}
@@ -591,12 +604,13 @@ func (s *sinkRunner) note(entries []*Entry, why string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, e := range entries {
+		// The ids are cloned: a batch's entries live in its worker's reused memory.
 		t := e.Record.Time
 		if s.firstDropped == "" || t.Before(s.droppedSince) {
-			s.droppedSince, s.firstDropped = t, e.Record.ID
+			s.droppedSince, s.firstDropped = t, strings.Clone(e.Record.ID)
 		}
 		if t.After(s.droppedUntil) || s.lastDropped == "" {
-			s.droppedUntil, s.lastDropped = t, e.Record.ID
+			s.droppedUntil, s.lastDropped = t, strings.Clone(e.Record.ID)
 		}
 		s.dropped++
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -43,7 +44,7 @@ func (s *scriptedSink) Publish(ctx context.Context, batch []*Entry) error {
 	defer s.mu.Unlock()
 	ids := make([]string, len(batch))
 	for i, e := range batch {
-		ids[i] = e.Record.Key
+		ids[i] = strings.Clone(e.Record.Key) // a batch's memory is reused after Publish
 	}
 	s.calls = append(s.calls, ids)
 	var err error
@@ -62,7 +63,7 @@ func (s *scriptedSink) Publish(ctx context.Context, batch []*Entry) error {
 	}
 	for i, e := range batch {
 		if !failed[i] {
-			s.accepted = append(s.accepted, e.Record.Key)
+			s.accepted = append(s.accepted, strings.Clone(e.Record.Key))
 		}
 	}
 	return err

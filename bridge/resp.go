@@ -37,7 +37,8 @@ type respConn struct {
 	// Reader state: buf[r:w] is received and not yet parsed.
 	buf  []byte
 	r, w int
-	err  error // a read error other than a timeout: the connection is done
+	err  error     // a read error other than a timeout: the connection is done
+	at   time.Time // when the last read returned bytes
 	msg  redis.Message
 	pong redis.Pong
 	sub  redis.Subscription
@@ -123,6 +124,9 @@ func (c *respConn) ReceiveTimeout(_ context.Context, timeout time.Duration) (any
 		}
 		c.room(need)
 		n, err := c.conn.Read(c.buf[c.w:])
+		if n > 0 {
+			c.at = time.Now()
+		}
 		c.w += n
 		if err != nil {
 			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
@@ -132,6 +136,11 @@ func (c *respConn) ReceiveTimeout(_ context.Context, timeout time.Duration) (any
 		}
 	}
 }
+
+// ReceivedAt returns when the bytes of the frame ReceiveTimeout last returned
+// arrived: the time of the read that completed it. Frames read together
+// share it, so the reader needs no clock reading per message.
+func (c *respConn) ReceivedAt() time.Time { return c.at }
 
 // room makes space after buf[w] for at least one more byte, and for the
 // whole of the frame being read when need (its length) is known.

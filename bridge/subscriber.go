@@ -696,12 +696,18 @@ func (s *Subscriber) read(ctx context.Context, sess *session) (anchor time.Time,
 		dispatch(e.msg, e.at)
 	}
 	sess.early = nil
+	clock, _ := sess.pubsub.(interface{ ReceivedAt() time.Time })
+	now := time.Now()
 	for {
-		if !expires.IsZero() && time.Now().After(expires) {
+		if !expires.IsZero() && now.After(expires) {
 			return anchor, false, errPlanned
 		}
 		msg, err := sess.pubsub.ReceiveTimeout(rctx, s.cfg.HealthInterval)
-		now := time.Now()
+		if clock != nil && err == nil {
+			now = clock.ReceivedAt() // one clock reading per read, not per message
+		} else {
+			now = time.Now()
+		}
 		s.beat.Store(now.UnixNano())
 		if err != nil {
 			select {

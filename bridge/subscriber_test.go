@@ -154,9 +154,15 @@ func (s *recordingSink) Publish(ctx context.Context, batch []*Entry) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, e := range batch {
-		s.recs = append(s.recs, e.Record)
+		s.recs = append(s.recs, cloneRecord(e.Record)) // a batch's memory is reused after Publish
 	}
 	return nil
+}
+
+// cloneRecord copies r's strings out of the memory they share with a batch.
+func cloneRecord(r Record) Record {
+	r.ID, r.Key = strings.Clone(r.ID), strings.Clone(r.Key)
+	return r
 }
 
 func (s *recordingSink) gaps() []Record {

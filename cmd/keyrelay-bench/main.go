@@ -65,6 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.outageFor, "outage-for", 12*time.Second, "how long the SQS endpoint answers 503 in the outage run")
 	fs.DurationVar(&o.outageTotal, "outage-total", 25*time.Second, "length of the outage run's stream (the outage starts after 5 s)")
 	fs.DurationVar(&o.stall, "stall", 15*time.Second, "give up on a run when nothing progresses for this long")
+	fs.StringVar(&cpuProfileDir, "cpuprofile", "", "a directory where each keyrelay writes its CPU profile, keyrelay-N.prof in start order (needs a binary built with -tags pprof)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (server and keyrelay logs)")
 	fs.StringVar(&o.pubsubLimit, "pubsub-limit", "", `the single-node runs' redis-server pubsub output buffer limit, "<hard> <soft> <seconds>" (e.g. "1mb 0 0" to see a disconnect handled); empty: Redis's default, 32mb 8mb 60`)
 	if err := fs.Parse(args); err != nil {

@@ -37,6 +37,14 @@ type keyrelay struct {
 	lines   lineCounter // its stdout, when the stdout sink is used
 }
 
+// cpuProfileDir, from -cpuprofile, is where every keyrelay started writes
+// its CPU profile (a binary built with -tags pprof: make profile); profiles
+// counts them.
+var (
+	cpuProfileDir string
+	profiles      int
+)
+
 // startKeyrelay runs bin with the KEYRELAY_ and AWS_ variables in env (the
 // harness's own are not passed on), stdout read by a lineCounter when
 // countStdout is set (tallying the lines per "source" when sources is set),
@@ -56,6 +64,10 @@ func startKeyrelay(ctx context.Context, bin, dir string, env []string, countStdo
 	}
 	k.cmd.Env = append(k.cmd.Env, "KEYRELAY_HTTP_ADDR="+k.http, "KEYRELAY_LOG_LEVEL=info", "KEYRELAY_LOG_FORMAT=json")
 	k.cmd.Env = append(k.cmd.Env, env...)
+	if cpuProfileDir != "" {
+		profiles++
+		k.cmd.Env = append(k.cmd.Env, fmt.Sprintf("KEYRELAY_CPUPROFILE=%s/keyrelay-%d.prof", cpuProfileDir, profiles))
+	}
 	logf, err := os.Create(k.logFile)
 	if err != nil {
 		return nil, err
@@ -132,7 +144,9 @@ func (k *keyrelay) logTail() string {
 // metrics returns keyrelay's /metrics, summed per metric name (over labels)
 // and per name{labels}.
 func (k *keyrelay) metrics() (map[string]float64, error) {
-	c := http.Client{Timeout: 2 * time.Second}
+	// Uncompressed: gzip would be keyrelay CPU that a run counts, and the
+	// harness reads far more often than a Prometheus server would.
+	c := http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableCompression: true}}
 	resp, err := c.Get("http://" + k.http + "/metrics")
 	if err != nil {
 		return nil, err

@@ -182,11 +182,11 @@ func (s *setup) sample(ctx context.Context) {
 		defer s.sampled.Done()
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
-		for {
-			s.sampleOnce(ctx)
+		for i := 0; ; i++ {
+			s.sampleOnce(ctx, i%metricsEvery == 0)
 			select {
 			case <-s.stopSample:
-				s.sampleOnce(ctx) // the timeline ends where the run ended
+				s.sampleOnce(ctx, true) // the timeline ends where the run ended
 				return
 			case <-ctx.Done():
 				return
@@ -196,8 +196,15 @@ func (s *setup) sample(ctx context.Context) {
 	}()
 }
 
-// sampleOnce takes one look: output buffers, keyrelay's buffer, a tick.
-func (s *setup) sampleOnce(ctx context.Context) {
+// metricsEvery: keyrelay's /metrics is read every metricsEvery-th sample
+// (twice a second), the ticks between carrying the last figures. A scrape
+// costs keyrelay about a millisecond of CPU (the process collector reads
+// /proc), which ten a second would add to the CPU a run measures.
+const metricsEvery = 5
+
+// sampleOnce takes one look: output buffers, keyrelay's buffer (when
+// scrape is set), a tick.
+func (s *setup) sampleOnce(ctx context.Context, scrape bool) {
 	if list, err := s.rc.ClientList(ctx).Result(); err == nil {
 		for _, c := range parseClients(list) {
 			if c["psub"] == "" || c["psub"] == "0" {
@@ -218,7 +225,13 @@ func (s *setup) sampleOnce(ctx context.Context) {
 	if s.kr != nil {
 		tk.krLines = s.kr.lines.n.Load()
 		tk.rssKB = procRSS(s.kr.pid())
-		if m, err := s.kr.metrics(); err == nil {
+		if !scrape {
+			s.mu.Lock()
+			if n := len(s.timeline); n > 0 {
+				tk.buffer, tk.dropped = s.timeline[n-1].buffer, s.timeline[n-1].dropped
+			}
+			s.mu.Unlock()
+		} else if m, err := s.kr.metrics(); err == nil {
 			tk.buffer, tk.dropped = m["keyrelay_buffer_records"], m["keyrelay_records_dropped_total"]
 			s.mu.Lock()
 			s.maxBuffer = max(s.maxBuffer, m["keyrelay_buffer_records"])

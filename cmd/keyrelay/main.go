@@ -35,8 +35,15 @@ func main() {
 		abort()
 	}()
 	err := run(ctx, abortCtx, os.Args[1:], os.Stdout, os.Stderr)
-	os.Exit(exitCode(err, os.Stderr))
+	code := exitCode(err, os.Stderr)
+	for _, f := range atExit {
+		f()
+	}
+	os.Exit(code)
 }
+
+// atExit runs just before the process exits (the profiling build's hook).
+var atExit []func()
 
 // usageError is a command-line mistake: exit status 2.
 type usageError struct{ msg string }
