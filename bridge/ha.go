@@ -396,11 +396,11 @@ func (h *haState) waitLeader(stop <-chan struct{}, done <-chan struct{}) bool {
 
 // mark notes, for the leader's delivered position, the last placed record
 // of each node in a batch appended at sequence numbers first...
-func (h *haState) mark(first uint64, batch []*Entry) {
+func (h *haState) mark(first uint64, batch []handMeta) {
 	last := map[string]int{}
-	for i, e := range batch {
-		if e.Record.placed { // a key event, or a marker's place (spoolPosition)
-			last[e.Record.Source] = i
+	for i, m := range batch {
+		if m.placed { // a key event, or a marker's place (spoolPosition)
+			last[m.source] = i
 		}
 	}
 	for name, i := range last {
@@ -409,7 +409,7 @@ func (h *haState) mark(first uint64, batch []*Entry) {
 		if len(src.marks) >= maxMarks {
 			src.marks = src.marks[1:]
 		}
-		src.marks = append(src.marks, spoolMark{first + uint64(i), batch[i].Record.ID})
+		src.marks = append(src.marks, spoolMark{first + uint64(i), batch[i].id})
 		src.mu.Unlock()
 	}
 }

@@ -288,7 +288,20 @@ func (q *Queue) TakeInto(ctx context.Context, lim Limits, size func(*Entry) int,
 			return nil
 		}
 		if n > 0 && deadline == nil {
-			t := time.NewTimer(linger)
+			// The linger counts from the first record's arrival, not
+			// from when this worker noticed it.
+			wait := linger
+			q.mu.Lock()
+			if q.n > 0 {
+				if e, _, _ := q.peekLocked(); !e.Record.Time.IsZero() {
+					wait = min(linger, linger-time.Since(e.Record.Time))
+				}
+			}
+			q.mu.Unlock()
+			if wait <= 0 {
+				goto take
+			}
+			t := time.NewTimer(wait)
 			defer t.Stop()
 			deadline = t.C
 		}

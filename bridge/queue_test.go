@@ -90,8 +90,19 @@ func TestQueueTakeBatchLimits(t *testing.T) {
 	if b := q.Take(ctx, Limits{MaxEntries: 10, MaxBatchBytes: 5}, bodySize, time.Hour); len(b) != 1 {
 		t.Fatalf("oversized entry: %d", len(b))
 	}
-	// Fewer than MaxEntries: waits for the linger, then returns what it has.
+	// Fewer than MaxEntries, received more than the linger ago (these
+	// entries are dated 1970): no wait.
+	if b := q.Take(ctx, Limits{MaxEntries: 100}, bodySize, time.Hour); len(b) != 11 {
+		t.Fatalf("batch of old entries: %d", len(b))
+	}
+	// Fewer than MaxEntries, just received: waits for the linger, counted
+	// from the first entry's arrival, then returns what it has.
 	start := time.Now()
+	for i := range 11 {
+		e := entryAt(i)
+		e.Record.Time = time.Now()
+		q.Push(e)
+	}
 	if b := q.Take(ctx, Limits{MaxEntries: 100}, bodySize, 30*time.Millisecond); len(b) != 11 {
 		t.Fatalf("lingered batch: %d", len(b))
 	}

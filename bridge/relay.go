@@ -62,10 +62,8 @@ type Relay struct {
 
 	// The durable spool (nil: the in-memory queues); see spoolrelay.go.
 	spool         *spool.Log
-	spoolCh       chan *Entry // the reader's hand-off to the appender
-	inMu          sync.RWMutex
-	inClosed      bool                 // spoolCh is closed
-	appended      chan struct{}        // closed when the appender has drained spoolCh
+	hand          *handoff             // the readers' hand-off to the appender
+	appended      chan struct{}        // closed when the appender has drained the hand-off
 	ha            *haState             // nil unless HA (EnableHA)
 	spoolAnchors  map[string]time.Time // newest marker per node in the spool at start
 	drained       chan struct{}        // closed at shutdown once the appender is done
@@ -117,7 +115,7 @@ func NewRelay(cfg RelayConfig, sinks []Sink, log *slog.Logger, m *Metrics) *Rela
 	r := &Relay{cfg: cfg, log: log, metrics: m, ids: NewIDGenerator(), fatal: make(chan error, 1)}
 	if cfg.Spool != nil {
 		r.spool = cfg.Spool
-		r.spoolCh = make(chan *Entry, max(cfg.BufferRecords, 1))
+		r.hand = newHandoff(max(cfg.BufferRecords, 1))
 		r.appended = make(chan struct{})
 		r.drained = make(chan struct{})
 	}
@@ -202,7 +200,7 @@ func (r *Relay) emitNow(rec *Record) {
 		return
 	}
 	if r.spool != nil {
-		r.emitSpool(newEntry(rec))
+		r.emitSpool(rec)
 		return
 	}
 	// Encoded once into a scratch buffer that each queue copies from: no

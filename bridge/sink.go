@@ -26,7 +26,8 @@ type Limits struct {
 // Publish makes exactly one attempt to deliver batch; the Relay owns
 // batching, retry with back-off and shutdown around it. It may be called
 // concurrently up to Limits().MaxInFlight times. The slice and the entries
-// belong to the caller and must not be retained after Publish returns.
+// belong to the caller and must not be retained after Publish returns: the
+// Relay rebuilds the next batch in the same memory.
 // Publish returns:
 //   - nil: every entry was accepted;
 //   - a *PartialError: the entries it lists failed, every other entry was

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"time"
+	"unsafe"
 )
 
 // spoolVersion is the first byte of every record keyrelay stores in the
@@ -50,8 +51,10 @@ var errSpoolRecord = errors.New("bridge: malformed spool record")
 // else 1 and the unix nanoseconds as a varint.
 //
 // A marker (typeMarker) is version | 2 | source str | time tm.
-func encodeSpoolEntry(dst []byte, e *Entry) []byte {
-	r := &e.Record
+func encodeSpoolEntry(dst []byte, e *Entry) []byte { return encodeSpoolRecord(dst, &e.Record, e.Body) }
+
+// encodeSpoolRecord is encodeSpoolEntry of r and its body.
+func encodeSpoolRecord(dst []byte, r *Record, body []byte) []byte {
 	dst = append(dst, spoolVersion)
 	if r.Type == typeMarker {
 		return appendTm(appendStr(append(dst, spoolMarker), r.Source), r.Time)
@@ -74,7 +77,8 @@ func encodeSpoolEntry(dst []byte, e *Entry) []byte {
 		dst = appendStr(dst, r.Event)
 		dst = appendStr(dst, r.Key)
 	}
-	return appendStr(dst, string(e.Body))
+	dst = binary.AppendUvarint(dst, uint64(len(body)))
+	return append(dst, body...)
 }
 
 func appendStr(dst []byte, s string) []byte {
@@ -92,8 +96,9 @@ func appendTm(dst []byte, t time.Time) []byte {
 // spoolDecoder reads the fields of one encoded record in order; the first
 // error sticks.
 type spoolDecoder struct {
-	b   []byte
-	err error
+	b     []byte
+	err   error
+	alias bool // str returns views of b, not copies
 }
 
 func (d *spoolDecoder) byte() byte {
@@ -133,7 +138,13 @@ func (d *spoolDecoder) bytes() []byte {
 	return s
 }
 
-func (d *spoolDecoder) str() string { return string(d.bytes()) }
+func (d *spoolDecoder) str() string {
+	b := d.bytes()
+	if d.alias {
+		return unsafe.String(unsafe.SliceData(b), len(b))
+	}
+	return string(b)
+}
 
 func (d *spoolDecoder) tm() time.Time {
 	switch d.byte() {
@@ -152,14 +163,23 @@ func isSpoolGap(b []byte) bool {
 	return len(b) > 1 && b[0] == spoolVersion && b[1] == spoolGap
 }
 
-// decodeSpoolEntry decodes what encodeSpoolEntry encoded. The Entry's Body
-// is a copy: it does not alias b.
+// decodeSpoolEntry decodes what encodeSpoolEntry encoded. The Entry does
+// not alias b.
 func decodeSpoolEntry(b []byte) (*Entry, error) {
-	d := spoolDecoder{b: b}
-	if v := d.byte(); d.err == nil && v != spoolVersion {
-		return nil, errSpoolRecord
-	}
 	e := &Entry{}
+	if err := decodeSpoolEntryInto(e, b, false); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// decodeSpoolEntryInto decodes b into e; with alias, e's strings and body
+// are b's bytes (b must then never change), else copies.
+func decodeSpoolEntryInto(e *Entry, b []byte, alias bool) error {
+	d := spoolDecoder{b: b, alias: alias}
+	if v := d.byte(); d.err == nil && v != spoolVersion {
+		return errSpoolRecord
+	}
 	r := &e.Record
 	typ := d.byte()
 	r.ID = d.str()
@@ -189,8 +209,12 @@ func decodeSpoolEntry(b []byte) (*Entry, error) {
 		d.err = errSpoolRecord
 	}
 	if d.err != nil {
-		return nil, d.err
+		return d.err
 	}
-	e.Body = append([]byte(nil), body...)
-	return e, nil
+	if alias {
+		e.Body = body[:len(body):len(body)]
+	} else {
+		e.Body = append([]byte(nil), body...)
+	}
+	return nil
 }

@@ -24,38 +24,40 @@ const GapSpool = "spool"
 // Records not acknowledged when the process stops (or dies) are read again
 // at the next start, with their ids.
 
-// Batches the appender writes at most in one Append: 1024 records, 1 MiB,
+// Batches the appender writes at most in one Append: 8192 records, 4 MiB,
 // and an eighth of the spool's bound (a batch must fit beside a full
-// segment, or it would never fit).
+// segment, or it would never fit). Under SyncEvery a batch is one fsync:
+// large batches keep the appender ahead of a full-speed stream.
 const (
-	spoolAppendMax      = 1024
-	spoolAppendMaxBytes = 1 << 20
+	spoolAppendMax      = 8192
+	spoolAppendMaxBytes = 4 << 20
 )
 
-// spoolSizeEstimate is about the encoded size of e: its body, the fields
-// repeated beside it, framing.
-func spoolSizeEstimate(e *Entry) int { return 2*len(e.Body) + 64 }
+// spoolGather is how long the appender lets a small group of records
+// gather before it writes them.
+const spoolGather = time.Millisecond
 
 // spoolIdle is how long a worker waits for more records once the appender
 // has drained at shutdown before it concludes its cursor is caught up.
 const spoolIdle = 100 * time.Millisecond
 
-// emitSpool hands e to the appender without blocking; a full hand-off drops
-// it for every sink (counted, reported by an overflow gap).
-func (r *Relay) emitSpool(e *Entry) {
-	r.inMu.RLock()
-	if !r.inClosed {
-		select {
-		case r.spoolCh <- e:
-			r.inMu.RUnlock()
-			return
-		default:
-		}
+// emitSpool encodes the key event rec into the hand-off without blocking;
+// a full hand-off drops it for every sink (counted, reported by an overflow
+// gap).
+func (r *Relay) emitSpool(rec *Record) {
+	bp := emitScratch.Get().(*[]byte)
+	body := rec.AppendJSON((*bp)[:0])
+	ok := r.hand.put(rec, body, nil, false)
+	if cap(body) <= 64<<10 {
+		*bp = body
+		emitScratch.Put(bp)
 	}
-	r.inMu.RUnlock()
+	if ok {
+		return
+	}
 	for _, s := range r.sinks {
 		r.metrics.Dropped.WithLabelValues(s.name, GapOverflow).Inc()
-		s.noteSpoolDrop(1, e.Record.Time, e.Record.Time)
+		s.noteSpoolDrop(1, rec.Time, rec.Time)
 	}
 }
 
@@ -67,22 +69,16 @@ func (r *Relay) replay(rec *Record) {
 		r.emitNow(rec)
 		return
 	}
-	e := newEntry(rec)
-	r.inMu.RLock()
-	if !r.inClosed {
-		r.spoolCh <- e
-		r.inMu.RUnlock()
-		return
+	if !r.hand.put(rec, rec.AppendJSON(nil), nil, true) {
+		r.emitSpool(rec) // after the stop: counted as dropped, as any record then
 	}
-	r.inMu.RUnlock()
-	r.emitSpool(e) // after the stop: counted as dropped, as any record then
 }
 
 // SpoolMarker keeps source's anchor (everything it published before was
 // received) in the spool, for the next start's restart gap. A full hand-off
 // or a standby skips it: markers are not records.
 func (r *Relay) SpoolMarker(source string, anchor time.Time) {
-	r.trySpool(&Entry{Record: Record{Type: typeMarker, Source: source, Time: anchor}})
+	r.trySpool(&Record{Type: typeMarker, Source: source, Time: anchor})
 }
 
 // spoolPosition, on an HA leader, keeps in the spool the place of a marker
@@ -91,24 +87,17 @@ func (r *Relay) SpoolMarker(source string, anchor time.Time) {
 // marker even if no record followed it, so standbys stop holding what came
 // before it (ha.go).
 func (r *Relay) spoolPosition(source string, ref markerRef, idx uint64) {
-	r.trySpool(&Entry{Record: Record{Type: typeMarker, Source: source, Time: time.UnixMilli(int64(ref.ms)),
-		ID: haID(ref, 0), placed: true, pos: haPos{idx, 0}}})
+	r.trySpool(&Record{Type: typeMarker, Source: source, Time: time.UnixMilli(int64(ref.ms)),
+		ID: haID(ref, 0), placed: true, pos: haPos{idx, 0}})
 }
 
 // trySpool hands a marker to the appender if there is room; a standby
 // writes none.
-func (r *Relay) trySpool(e *Entry) {
+func (r *Relay) trySpool(rec *Record) {
 	if r.spool == nil || (r.ha != nil && !r.ha.leader.Load()) {
 		return
 	}
-	r.inMu.RLock()
-	defer r.inMu.RUnlock()
-	if !r.inClosed {
-		select {
-		case r.spoolCh <- e:
-		default:
-		}
-	}
+	r.hand.put(rec, nil, nil, false)
 }
 
 // SpoolAnchor returns the newest anchor of source the spool held at start.
@@ -138,15 +127,11 @@ func (r *Relay) readSpoolAnchors() {
 // room in the hand-off (the appender never waits long): gap records report
 // losses and are not dropped.
 func (r *Relay) emitGapSpool(e *Entry) {
-	r.inMu.RLock()
-	defer r.inMu.RUnlock()
-	if r.inClosed {
-		for _, s := range r.sinks {
+	if !r.hand.put(&e.Record, e.Body, e, true) {
+		for _, s := range r.sinks { // after the stop
 			s.pushGap(e)
 		}
-		return
 	}
-	r.spoolCh <- e
 }
 
 // noteSpoolDrop adds n records dropped for this sink (received between since
@@ -331,65 +316,49 @@ func (r *Relay) startSpool() error {
 	return nil
 }
 
-// appendLoop drains the hand-off into the log until it is closed.
+// appendLoop appends what the hand-off holds, a group at a time, until it
+// is closed and empty.
 func (r *Relay) appendLoop() {
 	defer close(r.appended)
-	batch := make([]*Entry, 0, spoolAppendMax)
-	var buf []byte
-	var ends []int
-	var payloads [][]byte
+	var g handBatch
 	maxBytes := int(min(int64(spoolAppendMaxBytes), r.spool.Stat().MaxBytes/8))
 	// An overflow episode is reported at the latest a second after it
 	// began, even if no record follows to end it.
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		var e *Entry
 		select {
 		case <-tick.C:
 			r.flushSpoolEpisodes()
 			continue
-		case next, ok := <-r.spoolCh:
-			if !ok {
-				r.flushSpoolEpisodes()
-				return
+		case <-r.hand.wake:
+		}
+		if n := r.hand.len(); n > 0 && n < spoolAppendMax/8 {
+			// Let a group gather: at full speed a write per few records
+			// costs more than the records (a millisecond is far below
+			// the batch linger).
+			time.Sleep(spoolGather)
+		}
+		closed := r.hand.take(&g)
+		// In batches of at most spoolAppendMax records and maxBytes bytes.
+		for i := 0; i < len(g.payloads); {
+			first, size := i, 0
+			for i < len(g.payloads) && i-first < spoolAppendMax && (i == first || size+len(g.payloads[i]) <= maxBytes) {
+				size += len(g.payloads[i])
+				i++
 			}
-			e = next
+			r.appendBatch(g.meta[first:i], g.payloads[first:i])
 		}
-		batch = append(batch[:0], e)
-		size := spoolSizeEstimate(e)
-	more:
-		for len(batch) < spoolAppendMax && size < maxBytes {
-			select {
-			case e, ok := <-r.spoolCh:
-				if !ok {
-					break more
-				}
-				batch = append(batch, e)
-				size += spoolSizeEstimate(e)
-			default:
-				break more
-			}
+		if closed {
+			r.flushSpoolEpisodes()
+			return
 		}
-		buf, ends = buf[:0], ends[:0]
-		for _, e := range batch {
-			buf = encodeSpoolEntry(buf, e)
-			ends = append(ends, len(buf))
-		}
-		payloads = payloads[:0]
-		start := 0
-		for _, end := range ends {
-			payloads = append(payloads, buf[start:end:end])
-			start = end
-		}
-		r.appendBatch(batch, payloads)
-		clear(batch)
 	}
 }
 
 // appendBatch writes one batch; on ErrFull it applies the overflow policy.
-func (r *Relay) appendBatch(batch []*Entry, payloads [][]byte) {
-	at := batch[len(batch)-1].Record.Time
+func (r *Relay) appendBatch(batch []handMeta, payloads [][]byte) {
+	at := batch[len(batch)-1].time
 	if at.IsZero() {
 		at = time.Now()
 	}
@@ -399,14 +368,18 @@ func (r *Relay) appendBatch(batch []*Entry, payloads [][]byte) {
 			// Gap records from the skipped file go back into the log,
 			// before the batch, so that a kill cannot lose them. A sink
 			// that had delivered them gets them again, with their ids.
-			kb := make([]*Entry, 0, len(kept)+len(batch))
+			kb := make([]handMeta, 0, len(kept)+len(batch))
 			kp := make([][]byte, 0, len(kept)+len(payloads))
 			for _, rec := range kept {
 				e, derr := decodeSpoolEntry(rec.Data)
 				if derr != nil {
 					continue
 				}
-				kb, kp = append(kb, e), append(kp, rec.Data)
+				m := handMeta{typ: e.Record.Type, time: e.Record.Time, source: e.Record.Source, id: e.Record.ID}
+				if e.Record.Type == TypeGap {
+					m.gap = e
+				}
+				kb, kp = append(kb, m), append(kp, rec.Data)
 			}
 			batch, payloads = append(kb, batch...), append(kp, payloads...)
 		}
@@ -420,7 +393,7 @@ func (r *Relay) appendBatch(batch []*Entry, payloads [][]byte) {
 			r.appendFailing = false
 			r.log.Info("spool: appending again")
 		}
-		if len(r.spoolCh) <= cap(r.spoolCh)/2 {
+		if r.hand.len() <= r.hand.max/2 {
 			r.flushSpoolEpisodes()
 		}
 		return
@@ -433,17 +406,17 @@ func (r *Relay) appendBatch(batch []*Entry, payloads [][]byte) {
 	// each sink gets them outside the log.
 	var n int64
 	var since, until time.Time
-	for _, e := range batch {
-		switch e.Record.Type {
+	for _, m := range batch {
+		switch m.typ {
 		case typeMarker:
 			continue // not a record
 		case TypeGap:
 			for _, s := range r.sinks {
-				s.pushGap(e)
+				s.pushGap(m.gap)
 			}
 			continue
 		}
-		t := e.Record.Time
+		t := m.time
 		if n == 0 || t.Before(since) {
 			since = t
 		}
@@ -567,13 +540,16 @@ func (s *sinkRunner) spoolWork(ctx context.Context, w *workerState) {
 			}
 			continue
 		}
-		entries := make([]*Entry, 0, len(recs))
+		// Rebuilt in the worker's reused memory; their strings alias the
+		// records' data, which the cursor gave this batch alone.
+		w.batch.reset(len(recs))
 		for _, rec := range recs {
 			if rec.Lost == nil && isSpoolMarker(rec.Data) {
 				continue // keyrelay's own, acknowledged with the batch
 			}
-			entries = append(entries, s.spoolEntry(rec))
+			w.batch.ptrs = append(w.batch.ptrs, s.spoolEntry(rec, &w.batch))
 		}
+		entries := w.batch.ptrs
 		if !s.deliverSplit(ctx, w, entries) {
 			return // not acknowledged: read again at the next start
 		}
@@ -643,15 +619,16 @@ func (s *sinkRunner) next(ctx context.Context, drained bool) ([]spool.Record, er
 
 // spoolEntry turns one record read from the spool into the entry to
 // deliver: the stored one, or a gap record for records the spool lost.
-func (s *sinkRunner) spoolEntry(rec spool.Record) *Entry {
+func (s *sinkRunner) spoolEntry(rec spool.Record, b *Batch) *Entry {
 	r := s.relay
 	var since, until time.Time
 	var n int64
 	if rec.Lost != nil {
 		since, until, n = rec.Lost.Since, rec.Lost.Until, rec.Lost.Count
 	} else {
-		e, err := decodeSpoolEntry(rec.Data)
-		if err == nil {
+		b.entries = append(b.entries, Entry{})
+		e := &b.entries[len(b.entries)-1]
+		if err := decodeSpoolEntryInto(e, rec.Data, true); err == nil {
 			return e
 		}
 		since, until, n = rec.Time, rec.Time, 1
@@ -712,12 +689,7 @@ func (s *sinkRunner) ack(recs []spool.Record) {
 // workers deliver until ctx is done, close the sinks and the log. What is
 // not delivered stays in the spool for the next start and is not lost.
 func (r *Relay) shutdownSpool(ctx context.Context) error {
-	r.inMu.Lock()
-	if !r.inClosed {
-		r.inClosed = true
-		close(r.spoolCh)
-	}
-	r.inMu.Unlock()
+	r.hand.close()
 	if r.spoolStarted {
 		<-r.appended
 	}
