@@ -20,8 +20,9 @@ type IDGenerator struct {
 	mu     sync.Mutex
 	rng    *rand.ChaCha8
 	lastMS uint64
-	hi     uint16 // top 16 bits of the random part
-	lo     uint64 // low 64 bits of the random part
+	hi     uint16     // top 16 bits of the random part
+	lo     uint64     // low 64 bits of the random part
+	slab   stringSlab // the ids: one allocation per 630 of them
 }
 
 // NewIDGenerator returns a generator seeded from crypto/rand.
@@ -51,8 +52,11 @@ func (g *IDGenerator) New(t time.Time) string {
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[0:8], ms<<16|uint64(g.hi))
 	binary.BigEndian.PutUint64(b[8:16], g.lo)
+	var out [26]byte
+	appendULID(&out, &b)
+	id := g.slab.string(out[:])
 	g.mu.Unlock()
-	return encodeULID(&b)
+	return id
 }
 
 const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -61,6 +65,12 @@ const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 // base32 characters, most significant first.
 func encodeULID(b *[16]byte) string {
 	var out [26]byte
+	appendULID(&out, b)
+	return string(out[:])
+}
+
+// appendULID writes encodeULID's characters into out.
+func appendULID(out *[26]byte, b *[16]byte) {
 	// 128 bits = 2 leading bits + 25*5 bits... ULID packs it as 26 chars
 	// where the first char carries the top 3 bits (time < 2^48 ms keeps it 0-7).
 	hi := binary.BigEndian.Uint64(b[0:8])
@@ -70,7 +80,6 @@ func encodeULID(b *[16]byte) string {
 		lo = lo>>5 | hi<<59
 		hi >>= 5
 	}
-	return string(out[:])
 }
 
 // NewInstanceID returns a random identifier of this process (16 hex

@@ -25,8 +25,9 @@ import (
 // the next ReceiveTimeout, which overwrites it. A caller that keeps one
 // longer copies it. Pattern, channel and subscription names are interned in
 // a small bounded cache (a stream of keyevent notifications repeats them);
-// the payload is the only allocation per message (on a keyspace channel,
-// where the payload is the event name, the channel is).
+// what holds a key (a keyevent payload, a keyspace channel) is copied into
+// a shared block (a stringSlab), so that a message costs no allocation of
+// its own. A keyspace payload, the event name, is interned.
 //
 // One goroutine reads (ReceiveTimeout). Ping, PSubscribe, Subscribe,
 // PUnsubscribe and Unsubscribe may be called from others; Close from any.
@@ -43,6 +44,7 @@ type respConn struct {
 	pong redis.Pong
 	sub  redis.Subscription
 	str  internTable
+	slab stringSlab // payloads
 
 	wmu  sync.Mutex
 	wbuf []byte
@@ -227,10 +229,10 @@ func (c *respConn) parse(b []byte) (v any, n, want int, err error) {
 	// The frame is complete: only now may the connection's values change.
 	switch {
 	case string(kind) == "pmessage" && count == 4:
-		c.msg = redis.Message{Pattern: c.str.intern(el[0]), Channel: c.str.intern(el[1]), Payload: c.payload(el[1], el[2])}
+		c.msg = redis.Message{Pattern: c.str.intern(el[0]), Channel: c.channel(el[1]), Payload: c.payload(el[1], el[2])}
 		return &c.msg, i, 0, nil
 	case (string(kind) == "message" || string(kind) == "smessage") && count == 3:
-		c.msg = redis.Message{Channel: c.str.intern(el[0]), Payload: c.payload(el[0], el[1])}
+		c.msg = redis.Message{Channel: c.channel(el[0]), Payload: c.payload(el[0], el[1])}
 		return &c.msg, i, 0, nil
 	case string(kind) == "pong" && count == 2:
 		c.pong.Payload = string(el[0])
@@ -244,13 +246,22 @@ func (c *respConn) parse(b []byte) (v any, n, want int, err error) {
 	return nil, 0, 0, fmt.Errorf("%w: unexpected %d-element %q frame", errRESPProtocol, count, printablePrefix(string(kind), 32))
 }
 
+// channel returns a message's channel: interned (a keyevent channel is
+// one of a handful), except a keyspace channel, which holds the key.
+func (c *respConn) channel(b []byte) string {
+	if bytes.HasPrefix(b, []byte("__keyspace@")) {
+		return c.slab.string(b)
+	}
+	return c.str.intern(b)
+}
+
 // payload returns a message's payload: a new string, except on a keyspace
 // channel, whose payload is the event name (a handful of names repeat).
 func (c *respConn) payload(channel, payload []byte) string {
 	if bytes.HasPrefix(channel, []byte("__keyspace@")) {
 		return c.str.intern(payload)
 	}
-	return string(payload)
+	return c.slab.string(payload)
 }
 
 func subscriptionKind(b []byte) string {
