@@ -18,7 +18,7 @@ type handoff struct {
 	cur    handBatch
 	wake   chan struct{} // capacity 1: records are waiting, or the hand-off closed
 	room   chan struct{} // closed (and replaced) whenever the appender takes a group
-	spare  [][]byte      // emptied blocks, for reuse
+	spare  spareBlocks   // emptied blocks, for reuse
 }
 
 // handBatch is a group of encoded records: payloads[i], with meta[i], in
@@ -48,7 +48,8 @@ type handMeta struct {
 }
 
 func newHandoff(max int) *handoff {
-	return &handoff{max: max, wake: make(chan struct{}, 1), room: make(chan struct{})}
+	return &handoff{max: max, wake: make(chan struct{}, 1), room: make(chan struct{}),
+		spare: spareBlocks{size: handBlock, keep: handSpareBlock}}
 }
 
 // put encodes rec (with body, its JSON; nil for a marker) into the hand-off.
@@ -106,9 +107,7 @@ func (h *handoff) take(into *handBatch) (closed bool) {
 	into.payloads, into.meta = into.payloads[:0], into.meta[:0]
 	h.mu.Lock()
 	for i, blk := range into.blocks {
-		if len(h.spare) < handSpareBlock && cap(blk) == handBlock {
-			h.spare = append(h.spare, blk[:0])
-		}
+		h.spare.put(blk)
 		into.blocks[i] = nil
 	}
 	into.blocks = into.blocks[:0]
@@ -125,13 +124,7 @@ func (h *handoff) block(need int) []byte {
 	if need > handBlock {
 		return make([]byte, 0, need)
 	}
-	if n := len(h.spare); n > 0 {
-		blk := h.spare[n-1]
-		h.spare[n-1] = nil
-		h.spare = h.spare[:n-1]
-		return blk
-	}
-	return make([]byte, 0, handBlock)
+	return h.spare.get()
 }
 
 // len returns the records waiting.

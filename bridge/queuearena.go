@@ -24,9 +24,9 @@ import (
 type arena struct {
 	chunks [][]byte // FIFO; chunks[0] is read from off, the last one appended to
 	off    int
-	spare  [][]byte // consumed chunks, emptied, for reuse
-	front  []*Entry // entries put back before everything else (pushFront)
-	ptrs   []*Entry // entries kept by pointer, FIFO, in the order of their markers
+	spare  spareBlocks // consumed chunks, for reuse
+	front  []*Entry    // entries put back before everything else (pushFront)
+	ptrs   []*Entry    // entries kept by pointer, FIFO, in the order of their markers
 	ptrOff int
 	view   Entry // what peek returns of a compact record
 	// interned (Source, Event) pairs of key events, by header index.
@@ -129,13 +129,10 @@ func (a *arena) append(hdr, body, key []byte) {
 }
 
 func (a *arena) newChunk() []byte {
-	if n := len(a.spare); n > 0 {
-		c := a.spare[n-1]
-		a.spare[n-1] = nil
-		a.spare = a.spare[:n-1]
-		return c
+	if a.spare.size == 0 {
+		a.spare = spareBlocks{size: arenaChunk, keep: spareChunks}
 	}
-	return make([]byte, 0, arenaChunk)
+	return a.spare.get()
 }
 
 // peek returns the first entry and the arena bytes it takes (0 for a front
@@ -198,9 +195,7 @@ func (a *arena) pop(size int) {
 
 // dropChunk removes the consumed first chunk, keeping it for reuse.
 func (a *arena) dropChunk() {
-	if len(a.spare) < spareChunks {
-		a.spare = append(a.spare, a.chunks[0][:0])
-	}
+	a.spare.put(a.chunks[0])
 	a.chunks[0] = nil
 	a.chunks = a.chunks[1:]
 	a.off = 0

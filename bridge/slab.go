@@ -26,3 +26,30 @@ func (s *stringSlab) string(b []byte) string {
 	s.buf = append(s.buf, b...)
 	return unsafe.String(&s.buf[start], len(b))
 }
+
+// spareBlocks keeps up to keep emptied blocks of size bytes for reuse, so
+// that a buffer consumed and refilled at full speed does not allocate (and
+// the GC free, and the scavenger return) a block every few hundred records.
+// Not safe for concurrent use.
+type spareBlocks struct {
+	size, keep int
+	free       [][]byte
+}
+
+// get returns an empty block of b.size bytes.
+func (b *spareBlocks) get() []byte {
+	if n := len(b.free); n > 0 {
+		blk := b.free[n-1]
+		b.free[n-1] = nil
+		b.free = b.free[:n-1]
+		return blk
+	}
+	return make([]byte, 0, b.size)
+}
+
+// put keeps blk, emptied, if it is of b.size and there is room.
+func (b *spareBlocks) put(blk []byte) {
+	if cap(blk) == b.size && len(b.free) < b.keep {
+		b.free = append(b.free, blk[:0])
+	}
+}
