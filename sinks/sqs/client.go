@@ -16,7 +16,7 @@ import (
 // Tune sets an SQS client's options for the sink's request path; New applies
 // it to a *sqs.Client it is given (see TunedClient). Each setting removes
 // per-request work that SendMessageBatch does not need, measured by
-// BenchmarkPublishCanned:
+// BenchmarkSendMessageBatch:
 //
 //   - one attempt per call, set once (aws.NopRetryer), instead of a
 //     per-call option that copies and wraps the retryer: the bridge retries,
