@@ -39,6 +39,8 @@ import (
 //     it writes with the headers instead of flushing them first, through a
 //     buffer of WriteBufferSize instead of 4 KiB (a SendMessageBatch of 10
 //     typical records is about 5 KiB). See keepAlive and TuneTransport.
+//   - SendMessageBatch's request body written, and its answer read, by
+//     hand, without the SDK's allocations (batchProtocol).
 //   - the request body handed to net/http without the SDK's WriteTo, whose
 //     io.EOF after the SDK closes the body made net/http drop the connection
 //     of one request in ten or so: a new TCP (and TLS) connection each time.
@@ -49,6 +51,7 @@ func Tune(o *awssqs.Options) {
 	o.Retryer = aws.NopRetryer{}
 	o.DisableMessageChecksumValidation = true
 	o.EndpointResolverV2 = &cachedEndpoint{next: o.EndpointResolverV2}
+	o.Protocol = newBatchProtocol(o.Protocol)
 	if b, ok := o.HTTPClient.(*awshttp.BuildableClient); ok {
 		o.HTTPClient = b.WithTransportOptions(TuneTransport)
 	}
