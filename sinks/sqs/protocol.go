@@ -271,6 +271,9 @@ func readBatchResult(data []byte, o *awssqs.SendMessageBatchOutput) bool {
 					}
 					return r.skip()
 				})
+				if o.Successful == nil {
+					o.Successful = make([]types.SendMessageBatchResultEntry, 0, maxEntries)
+				}
 				o.Successful = append(o.Successful, e)
 				return ok
 			})
@@ -299,6 +302,10 @@ func readBatchResult(data []byte, o *awssqs.SendMessageBatchOutput) bool {
 	r.space()
 	return ok && r.i == len(r.data)
 }
+
+// maxEntries is SendMessageBatch's limit on entries, the capacity the
+// Successful list starts with.
+const maxEntries = 10
 
 // jsonReader reads the JSON of a SendMessageBatch answer: objects, arrays,
 // strings without escapes where they are read, anything where it is
