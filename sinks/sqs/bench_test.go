@@ -295,12 +295,12 @@ func benchRequests(b *testing.B, records, inFlight int, request func() error) {
 }
 
 // floorTransport is the transport of the floors: the SDK's default, as
-// cmd/keyrelay configures it and sqs.Tune tunes it.
+// cmd/keyrelay configures it and sqs.Tune tunes it (awsbatch.TuneTransport).
 func floorTransport() *http.Transport {
 	return awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
 		t.MaxIdleConnsPerHost = max(t.MaxIdleConnsPerHost, awsbatch.DefaultMaxInFlight)
 		t.DialContext = countDials(t.DialContext)
-	}, sqs.TuneTransport).GetTransport()
+	}, awsbatch.TuneTransport).GetTransport()
 }
 
 // doFunc is an HTTP client made of a function.
