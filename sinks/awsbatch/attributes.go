@@ -28,15 +28,39 @@ type Attribute struct {
 // db for key events only. A gap record is not an event of any database, so
 // it carries neither (filter policies select gaps with {"type":["gap"]}).
 func Attributes(rec *bridge.Record) []Attribute {
-	attrs := make([]Attribute, 0, 3)
-	attrs = append(attrs, Attribute{AttrType, TypeString, rec.Type})
+	return AppendAttributes(make([]Attribute, 0, MaxRecordAttributes), rec)
+}
+
+// MaxRecordAttributes is the most attributes Attributes returns.
+const MaxRecordAttributes = 3
+
+// AppendAttributes appends the message attributes of rec (Attributes) to
+// dst.
+func AppendAttributes(dst []Attribute, rec *bridge.Record) []Attribute {
+	dst = append(dst, Attribute{AttrType, TypeString, rec.Type})
 	if rec.Type == bridge.TypeGap {
-		return attrs
+		return dst
 	}
 	if rec.Event != "" { // SQS and SNS refuse empty attribute values
-		attrs = append(attrs, Attribute{AttrEvent, TypeString, rec.Event})
+		dst = append(dst, Attribute{AttrEvent, TypeString, rec.Event})
 	}
-	return append(attrs, Attribute{AttrDB, TypeNumber, strconv.Itoa(rec.DB)})
+	return append(dst, Attribute{AttrDB, TypeNumber, dbString(rec.DB)})
+}
+
+// dbStrings are the decimal strings of the databases a Redis server has by
+// default, shared rather than formatted per record.
+var dbStrings = func() (s [16]string) {
+	for i := range s {
+		s[i] = strconv.Itoa(i)
+	}
+	return s
+}()
+
+func dbString(db int) string {
+	if db >= 0 && db < len(dbStrings) {
+		return dbStrings[db]
+	}
+	return strconv.Itoa(db)
 }
 
 // EntrySize is the size of e as SQS and SNS count it against their message

@@ -12,9 +12,12 @@ import (
 func (s *Sink) split(batch []*bridge.Entry, sz sizes) (requests [][]Message, refused []bridge.EntryError) {
 	index := make([]int, len(batch))
 	msgs := make([]Message, 0, len(batch))
+	attrs := make([]Attribute, 0, MaxRecordAttributes*len(batch)) // one array for the batch's attributes
 	for i, e := range batch {
 		index[i] = i
-		m := Message{Entries: index[i : i+1 : i+1], Body: e.Body, Attrs: Attributes(&e.Record), Size: EntrySize(e)}
+		start := len(attrs)
+		attrs = AppendAttributes(attrs, &e.Record)
+		m := Message{Entries: index[i : i+1 : i+1], Body: e.Body, Attrs: attrs[start:len(attrs):len(attrs)], Size: EntrySize(e)}
 		if m.Size > sz.msg {
 			refused = append(refused, bridge.EntryError{Index: i, Err: bridge.Permanent(&TooLargeError{Size: m.Size, Max: sz.msg})})
 			continue

@@ -18,9 +18,9 @@
 //
 // The package is an adapter: awsbatch.Sink batches, sizes, packs, sends and
 // classifies, over this package's awsbatch.Transport for PublishBatch. It
-// makes one attempt per Publish (the SDK's own retries are off for
-// PublishBatch); the bridge retries exactly the entries that failed
-// retryably.
+// makes one attempt per Publish (the SDK's own retries are off: New tunes
+// an *sns.Client's request path, see Tune); the bridge retries exactly the
+// entries that failed retryably.
 //
 // New does no I/O. The topic's MaximumMessageSize is read in the background,
 // with retries; until it is, messages are held to the smallest size AWS

@@ -42,13 +42,19 @@ var _ bridge.Sink = (*Sink)(nil)
 
 // New returns a sink publishing to the topic topicARN (an ARN ending in
 // ".fifo" is a FIFO topic) through client, normally
-// sns.NewFromConfig(awsCfg). It does no I/O: the topic's MaximumMessageSize
+// sns.NewFromConfig(awsCfg), which it tunes (Tune). It does no I/O: the topic's MaximumMessageSize
 // is read in the background (see awsbatch.Sink.Limits and Healthy).
 func New(client API, topicARN string, opt awsbatch.Options) (*Sink, error) {
 	if client == nil || topicARN == "" {
 		return nil, errors.New("sns: a client and a topic ARN are required")
 	}
-	s, err := awsbatch.New(&transport{client: client, arn: topicARN, attrs: awsbatch.NewAttributeMaps(attributeValue)}, opt)
+	t := &transport{client: client, arn: topicARN, attrs: awsbatch.NewAttributeMaps(attributeValue)}
+	if c, ok := client.(*sns.Client); ok {
+		t.client = TunedClient(c) // one attempt per call already
+	} else {
+		t.send = []func(*sns.Options){func(o *sns.Options) { o.Retryer = awsbatch.OneAttempt(o.Retryer) }}
+	}
+	s, err := awsbatch.New(t, opt)
 	if err != nil {
 		return nil, err
 	}
@@ -59,6 +65,7 @@ func New(client API, topicARN string, opt awsbatch.Options) (*Sink, error) {
 type transport struct {
 	client API
 	arn    string
+	send   []func(*sns.Options) // PublishBatch's per-call options: one attempt, unless the client is tuned
 	attrs  *awsbatch.AttributeMaps[types.MessageAttributeValue]
 }
 
@@ -84,8 +91,7 @@ func (t *transport) SendBatch(ctx context.Context, msgs []awsbatch.Message) ([]s
 		return types.PublishBatchRequestEntry{Id: id, Message: body, MessageAttributes: attrs,
 			MessageGroupId: group, MessageDeduplicationId: dedup}
 	})
-	out, err := t.client.PublishBatch(ctx, &sns.PublishBatchInput{TopicArn: aws.String(t.arn), PublishBatchRequestEntries: entries},
-		func(o *sns.Options) { o.Retryer = awsbatch.OneAttempt(o.Retryer) })
+	out, err := t.client.PublishBatch(ctx, &sns.PublishBatchInput{TopicArn: aws.String(t.arn), PublishBatchRequestEntries: entries}, t.send...)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -12,9 +12,9 @@ import (
 	"github.com/keyrelay/keyrelay/sinks/sqs"
 )
 
-// BenchmarkPublishFauxqs is BenchmarkPublishCanned against fauxqs, another
-// process: cpu-us/event is keyrelay's side alone (the SDK, net/http, the
-// sink), allocs/op the client's.
+// BenchmarkPublishFauxqs is BenchmarkSendMessageBatch/in-flight=1/sink
+// against fauxqs: cpu-us/event is keyrelay's side alone (the SDK, net/http,
+// the sink), allocs/op the client's.
 func BenchmarkPublishFauxqs(b *testing.B) {
 	bridgetest.StartFauxqs(b)
 	client, _ := awsbatchtest.Clients(b)
