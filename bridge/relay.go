@@ -451,13 +451,18 @@ func (s *sinkRunner) work(ctx context.Context, w *workerState) {
 // every entry was accepted or rejected.
 func (s *sinkRunner) deliver(ctx context.Context, w *workerState, batch []*Entry) bool {
 	r := s.relay
-	pending := batch[:0:0]
-	for _, e := range batch {
+	pending := batch // a copy only once an entry is left out: the caller may read batch again
+	for i, e := range batch {
 		if size := s.sink.EntrySize(e); s.lim.MaxEntryBytes > 0 && size > s.lim.MaxEntryBytes {
 			s.reject(e, "too_large", fmt.Errorf("record is %d bytes, the target accepts at most %d", size, s.lim.MaxEntryBytes))
+			if len(pending) == len(batch) {
+				pending = append(make([]*Entry, 0, len(batch)), batch[:i]...)
+			}
 			continue
 		}
-		pending = append(pending, e)
+		if len(pending) < len(batch) {
+			pending = append(pending, e)
+		}
 	}
 	for attempt := 0; len(pending) > 0; attempt++ {
 		if attempt > 0 {
