@@ -24,7 +24,6 @@ import (
 // resent. Exactly two requests in the retried cases also proves that the SDK
 // does not retry on its own.
 func TestFaults(t *testing.T) {
-	recs := awsbatchtest.Records(10)
 	all := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
 	tests := []struct {
 		name      string
@@ -71,6 +70,8 @@ func TestFaults(t *testing.T) {
 				continue
 			}
 			t.Run(tc.name, func(t *testing.T) {
+				// Received now: the batch linger counts from a record's arrival.
+				recs := awsbatchtest.Records(10)
 				f := &fakeServer{respond: func(n int, _ []sentMessage) reply {
 					switch {
 					case n > 0:
