@@ -167,13 +167,10 @@ func TestPackedFaults(t *testing.T) {
 	ids := bridge.NewIDGenerator()
 	now := time.Now()
 	var recs []bridge.Record
-	byEvent := map[string][]string{}
 	for i := range 30 {
 		ev := []string{"expired", "set", "del"}[i%3]
-		rec := bridge.Record{Type: bridge.TypeKeyEvent, ID: ids.New(now), Time: now, Source: "127.0.0.1:6379",
-			DB: 3, Event: ev, Key: fmt.Sprintf("key-%d", i)}
-		recs = append(recs, rec)
-		byEvent[ev] = append(byEvent[ev], awsbatchtest.Body(rec))
+		recs = append(recs, bridge.Record{Type: bridge.TypeKeyEvent, ID: ids.New(now), Time: now, Source: "127.0.0.1:6379",
+			DB: 3, Event: ev, Key: fmt.Sprintf("key-%d", i)})
 	}
 	forEachKind(t, func(t *testing.T, k *kind) {
 		f := &fakeServer{respond: func(n int, _ []sentMessage) reply {
@@ -185,6 +182,10 @@ func TestPackedFaults(t *testing.T) {
 		c, target := k.startFake(t, f)
 		s := k.open(t, c, target, awsbatch.Options{MaxInFlight: 1, Pack: awsbatch.PackNDJSON})
 		m := awsbatchtest.Deliver(t, s, recs)
+		byEvent := map[string][]string{} // as sent: Deliver stamps the times
+		for _, rec := range recs {
+			byEvent[rec.Event] = append(byEvent[rec.Event], awsbatchtest.Body(rec))
+		}
 
 		var got [][][]string // request -> message -> records
 		for i, req := range f.batches() {

@@ -58,8 +58,8 @@ func TestLazyLimits(t *testing.T) {
 
 			recs := awsbatchtest.Records(10)
 			recs[0].Key = strings.Repeat("k", 2000)
-			big := awsbatchtest.Body(recs[0])
 			m := awsbatchtest.Deliver(t, s, recs)
+			big := awsbatchtest.Body(recs[0]) // as sent: Deliver stamps the time
 			if got := testutil.ToFloat64(m.Retried.WithLabelValues(k.name)); got < 1 {
 				t.Errorf("retried = %v: the large record was not held back", got)
 			}

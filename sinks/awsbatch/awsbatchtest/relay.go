@@ -29,7 +29,8 @@ func Body(rec bridge.Record) string { return string(rec.AppendJSON(nil)) }
 // Deliver runs recs through a bridge.Relay around s, as the daemon does but
 // with millisecond back-off and a long linger (so that the records form
 // full batches), shuts it down once everything is delivered or rejected, and
-// returns the relay's metrics.
+// returns the relay's metrics. Each record's Time is set to the moment it is
+// emitted, in recs.
 func Deliver(t testing.TB, s bridge.Sink, recs []bridge.Record) *bridge.Metrics {
 	t.Helper()
 	return DeliverWith(t, s, recs, bridge.RelayConfig{
@@ -47,8 +48,12 @@ func DeliverWith(t testing.TB, s bridge.Sink, recs []bridge.Record, cfg bridge.R
 	r := bridge.NewRelay(cfg, []bridge.Sink{s},
 		slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})), m)
 	r.Start()
-	for _, rec := range recs {
-		r.Emit(rec)
+	for i := range recs {
+		// Received now, as the reader stamps a record (the batch linger
+		// counts from it), in recs itself: Body(recs[i]) afterwards is
+		// what was sent.
+		recs[i].Time = time.Now()
+		r.Emit(recs[i])
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
