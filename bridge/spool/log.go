@@ -123,6 +123,9 @@ func (l *Log) Recovery() Recovery { return l.recovery }
 // Dir returns the spool directory.
 func (l *Log) Dir() string { return l.dir }
 
+// SyncPolicy returns the log's fsync policy (Options.Sync).
+func (l *Log) SyncPolicy() SyncPolicy { return l.opts.Sync }
+
 // Append appends payloads as consecutive records stamped with Options.Now and
 // returns the sequence number of the first; see AppendAt.
 func (l *Log) Append(payloads [][]byte) (first uint64, err error) {
