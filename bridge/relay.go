@@ -226,17 +226,6 @@ func (r *Relay) emitNow(rec *Record) {
 // subscriber's reader goroutine).
 var emitScratch = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-// newEntry encodes rec into a new Entry: two allocations, the Entry and
-// its body. (One allocation holding both, 512 bytes, measured slower in
-// BenchmarkEmit: it zeroes more and is scanned by the GC.)
-func newEntry(rec *Record) *Entry {
-	// A key of n bytes takes at most 4n/3+4 as base64 and usually n as a
-	// JSON string; control characters (6 bytes escaped) are rare enough to
-	// leave to append.
-	size := 128 + len(rec.Source) + len(rec.Event) + len(rec.Key)*4/3
-	return &Entry{Record: *rec, Body: rec.AppendJSON(make([]byte, 0, size))}
-}
-
 // EmitGap emits a gap record into every sink.
 func (r *Relay) EmitGap(source, reason string, since, until time.Time) {
 	now := time.Now()

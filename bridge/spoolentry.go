@@ -39,7 +39,8 @@ func decodeSpoolMarker(b []byte) (source string, anchor time.Time, ok bool) {
 
 var errSpoolRecord = errors.New("bridge: malformed spool record")
 
-// encodeSpoolEntry appends the spool encoding of e to dst:
+// encodeSpoolRecord appends the spool encoding of r, whose JSON is body, to
+// dst:
 //
 //	version u8 = 1 | type u8 (0 keyevent, 1 gap) |
 //	id, source str | time tm |
@@ -51,9 +52,6 @@ var errSpoolRecord = errors.New("bridge: malformed spool record")
 // else 1 and the unix nanoseconds as a varint.
 //
 // A marker (typeMarker) is version | 2 | source str | time tm.
-func encodeSpoolEntry(dst []byte, e *Entry) []byte { return encodeSpoolRecord(dst, &e.Record, e.Body) }
-
-// encodeSpoolRecord is encodeSpoolEntry of r and its body.
 func encodeSpoolRecord(dst []byte, r *Record, body []byte) []byte {
 	dst = append(dst, spoolVersion)
 	if r.Type == typeMarker {
@@ -157,13 +155,13 @@ func (d *spoolDecoder) tm() time.Time {
 	return time.Time{}
 }
 
-// isSpoolGap reports whether b, a record encoded by encodeSpoolEntry, is a
+// isSpoolGap reports whether b, a record encoded by encodeSpoolRecord, is a
 // gap record.
 func isSpoolGap(b []byte) bool {
 	return len(b) > 1 && b[0] == spoolVersion && b[1] == spoolGap
 }
 
-// decodeSpoolEntry decodes what encodeSpoolEntry encoded. The Entry does
+// decodeSpoolEntry decodes what encodeSpoolRecord encoded. The Entry does
 // not alias b.
 func decodeSpoolEntry(b []byte) (*Entry, error) {
 	e := &Entry{}

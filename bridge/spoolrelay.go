@@ -182,7 +182,7 @@ func (r *Relay) moveSpoolDrops() bool {
 }
 
 // spoolRecordTime returns the receive time of a record encoded by
-// encodeSpoolEntry (zero if it cannot be read), without decoding the rest.
+// encodeSpoolRecord (zero if it cannot be read), without decoding the rest.
 func spoolRecordTime(b []byte) time.Time {
 	d := spoolDecoder{b: b}
 	d.byte()  // version
