@@ -38,7 +38,7 @@ type keyrelay struct {
 }
 
 // cpuProfileDir, from -cpuprofile, is where every keyrelay started writes
-// its CPU profile (a binary built with -tags pprof: make profile); profiles
+// its CPU profile (a binary built with -tags pprof; see docs/performance.md); profiles
 // counts them.
 var (
 	cpuProfileDir string

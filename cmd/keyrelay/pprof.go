@@ -9,7 +9,8 @@ import (
 )
 
 // A binary built with -tags pprof writes a CPU profile of its whole run to
-// the file KEYRELAY_CPUPROFILE names (make profile). Release builds do not
+// the file KEYRELAY_CPUPROFILE names (keyrelay-bench -cpuprofile sets it;
+// see docs/performance.md). Release builds do not
 // carry this file, so no variable of theirs can start a profile.
 func init() {
 	path := os.Getenv("KEYRELAY_CPUPROFILE")
