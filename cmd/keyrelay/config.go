@@ -106,7 +106,7 @@ type BufferConfig struct {
 	BufferRecords int             `envconfig:"BUFFER_RECORDS" default:"100000" desc:"records buffered per sink while it is slow or down"`
 	BufferBytes   int64           `envconfig:"BUFFER_BYTES" default:"67108864" desc:"encoded bytes buffered per sink (64 MiB)"`
 	Overflow      bridge.Overflow `envconfig:"OVERFLOW" default:"drop-newest" desc:"what a full buffer drops: drop-newest or drop-oldest; either way a gap record reports it"`
-	BatchLinger   time.Duration   `envconfig:"BATCH_LINGER" default:"20ms" desc:"how long a batch waits to fill before it is sent, counted from the arrival of its first record"`
+	BatchLinger   time.Duration   `envconfig:"BATCH_LINGER" default:"20ms" desc:"the longest a batch waits to fill before it is sent, counted from the arrival of its first record"`
 	RetryInitial  time.Duration   `envconfig:"RETRY_INITIAL" default:"100ms" desc:"first retry back-off (doubles, with jitter)"`
 	RetryMax      time.Duration   `envconfig:"RETRY_MAX" default:"10s" desc:"longest retry back-off"`
 	StallTimeout  time.Duration   `envconfig:"SINK_STALL_TIMEOUT" default:"10s" desc:"a publish blocked longer than this (a standard output nobody reads) makes /readyz fail"`
