@@ -193,12 +193,7 @@ func benchSendMessageBatch(b *testing.B, url, queue string, batch []*bridge.Entr
 		if err != nil {
 			return err
 		}
-		_, err = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("status %s", resp.Status)
-		}
-		return err
+		return readOK(resp)
 	}
 	b.Run("nethttp-signed", func(b *testing.B) {
 		signer := v4.NewSigner()
@@ -249,12 +244,7 @@ func benchSendMessageBatch(b *testing.B, url, queue string, batch []*bridge.Entr
 			if err != nil {
 				return err
 			}
-			_, err = io.Copy(io.Discard, resp.Body)
-			_ = resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("status %s", resp.Status)
-			}
-			return err
+			return readOK(resp)
 		})
 	})
 }
@@ -307,3 +297,14 @@ func floorTransport() *http.Transport {
 type doFunc func(*http.Request) (*http.Response, error)
 
 func (f doFunc) Do(r *http.Request) (*http.Response, error) { return f(r) }
+
+// readOK reads resp to its end and closes it; an answer other than 200 OK
+// is an error.
+func readOK(resp *http.Response) error {
+	_, err := io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	return err
+}
