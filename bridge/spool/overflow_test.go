@@ -9,6 +9,24 @@ import (
 	"time"
 )
 
+// openFull opens a log bounded at three segments in dir, with a cursor
+// "slow" that reads nothing, and fills it until the bound refuses a record.
+// It returns the options (to reopen with), the log, the cursor and the end
+// of the oldest segment.
+func openFull(t *testing.T, dir string) (Options, *Log, *Cursor, uint64) {
+	t.Helper()
+	o := testOptions()
+	o.MaxBytes = 3 * o.SegmentBytes
+	l, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := l.Cursor("slow")
+	fillToFull(t, l)
+	end, _ := l.OldestSegmentEnd()
+	return o, l, c, end
+}
+
 // fillToFull appends records until the bound refuses one; it returns the
 // last appended.
 func fillToFull(t *testing.T, l *Log) uint64 {
@@ -27,15 +45,7 @@ func fillToFull(t *testing.T, l *Log) uint64 {
 // cursor hands the overflow out again (same ID) until it is cleared.
 func TestOverflowSurvivesCrash(t *testing.T) {
 	dir := t.TempDir()
-	o := testOptions()
-	o.MaxBytes = 3 * o.SegmentBytes
-	l, err := Open(dir, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := l.Cursor("slow")
-	fillToFull(t, l)
-	end, _ := l.OldestSegmentEnd()
+	o, l, c, end := openFull(t, dir)
 	d, err := c.Drop(end)
 	if err != nil || d.Count != int64(end) {
 		t.Fatalf("Drop(%d) = %+v, %v", end, d, err)
@@ -97,15 +107,7 @@ func TestOverflowSurvivesCrash(t *testing.T) {
 // moved position nor the count: the records are read again.
 func TestDropWithoutCheckpoint(t *testing.T) {
 	dir := t.TempDir()
-	o := testOptions()
-	o.MaxBytes = 3 * o.SegmentBytes
-	l, err := Open(dir, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := l.Cursor("slow")
-	fillToFull(t, l)
-	end, _ := l.OldestSegmentEnd()
+	o, l, c, end := openFull(t, dir)
 	if _, err := c.Drop(end); err != nil {
 		t.Fatal(err)
 	}
