@@ -153,6 +153,17 @@ func keysOf(recs []testRecord, event string) map[string]int {
 	return out
 }
 
+// hasKeys reports whether recs hold a set record of every key of keys.
+func hasKeys(recs []testRecord, keys []string) bool {
+	got := keysOf(recs, "set")
+	for _, k := range keys {
+		if got[k] == 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // checkGap checks a gap record's shape and returns its window.
 func checkGap(t *testing.T, g testRecord, reason string) (since, until time.Time) {
 	t.Helper()
@@ -226,13 +237,7 @@ func testReconnect(t *testing.T, r *bridgetest.Redis, endpoint string, breakIt f
 		}
 	}
 	recs = d.waitRecords(10*time.Second, func(recs []testRecord) bool {
-		got := keysOf(recs, "set")
-		for _, k := range want {
-			if got[k] == 0 {
-				return false
-			}
-		}
-		return true
+		return hasKeys(recs, want)
 	})
 	if gaps := ofType(recs, "gap"); len(gaps) != 1 {
 		t.Errorf("%d gap records, want exactly 1: %+v", len(gaps), gaps)
@@ -571,13 +576,7 @@ func TestResilienceOverflow(t *testing.T) {
 	// cache.
 	later := writeKeys(t, c, "later:", 5)
 	recs := d.waitRecords(10*time.Second, func(recs []testRecord) bool {
-		got := keysOf(recs, "set")
-		for _, k := range later {
-			if got[k] == 0 {
-				return false
-			}
-		}
-		return len(ofType(recs, "gap")) > 0
+		return hasKeys(recs, later) && len(ofType(recs, "gap")) > 0
 	})
 	gaps := ofType(recs, "gap")
 	if len(gaps) != 1 {

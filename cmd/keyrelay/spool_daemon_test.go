@@ -204,13 +204,7 @@ func TestSpoolDaemonOverflow(t *testing.T) {
 			last := writeKeys(t, c, "c:", 10)
 			keys = append(keys, last...)
 			d.waitRecords(10*time.Second, func(recs []testRecord) bool {
-				got := keysOf(recs, "set")
-				for _, k := range last {
-					if got[k] == 0 {
-						return false
-					}
-				}
-				return true
+				return hasKeys(recs, last)
 			})
 			time.Sleep(300 * time.Millisecond) // a late record or gap would show now
 			recs := d.records()
@@ -574,13 +568,7 @@ func TestSpoolDaemonDamage(t *testing.T) {
 			// on to a new one.
 			later := writeKeys(t, c, "later:"+tc.name+":", 10)
 			d.waitRecords(10*time.Second, func(recs []testRecord) bool {
-				got := keysOf(recs, "set")
-				for _, k := range later {
-					if got[k] == 0 {
-						return false
-					}
-				}
-				return true
+				return hasKeys(recs, later)
 			})
 			if tc.quarantineExpected() {
 				waitUntil(t, 10*time.Second, "the damaged segment quarantined", func() bool {

@@ -275,12 +275,6 @@ func TestSpoolStopLeavesRecords(t *testing.T) {
 	}
 	d2 := startDaemon(t, env)
 	d2.waitRecords(10*time.Second, func(recs []testRecord) bool {
-		got := keysOf(recs, "set")
-		for _, k := range keys {
-			if got[k] == 0 {
-				return false
-			}
-		}
-		return true
+		return hasKeys(recs, keys)
 	})
 }
