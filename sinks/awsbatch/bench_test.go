@@ -1,25 +1,14 @@
 package awsbatch
 
 import (
-	"strconv"
 	"testing"
-	"time"
 
 	"github.com/keyrelay/keyrelay/bridge"
+	"github.com/keyrelay/keyrelay/sinks/awsbatch/awsbatchtest"
 )
 
 // benchEntries returns n typical records (a set event, a ~20-byte key).
-func benchEntries(n int) []*bridge.Entry {
-	ids, now := bridge.NewIDGenerator(), time.Now()
-	out := make([]*bridge.Entry, n)
-	for i := range out {
-		rec := bridge.Record{Type: bridge.TypeKeyEvent, ID: ids.New(now), Time: now,
-			Source: "my-cache.abc123.ng.0001.use1.cache.amazonaws.com:6379", Event: "set",
-			Key: "key:" + strconv.Itoa(100000000000+i)}
-		out[i] = &bridge.Entry{Record: rec, Body: rec.AppendJSON(nil)}
-	}
-	return out
-}
+func benchEntries(n int) []*bridge.Entry { return awsbatchtest.TypicalEntries(n, "key:") }
 
 // BenchmarkBatchSizing is the per-record batching cost of an unpacked
 // SQS/SNS batch: the size the Relay measures against the batch limits and

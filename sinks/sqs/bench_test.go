@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,22 +24,13 @@ import (
 
 	"github.com/keyrelay/keyrelay/bridge"
 	"github.com/keyrelay/keyrelay/sinks/awsbatch"
+	"github.com/keyrelay/keyrelay/sinks/awsbatch/awsbatchtest"
 	"github.com/keyrelay/keyrelay/sinks/sqs"
 )
 
 // benchBatch returns a batch of n typical records (a set event, a ~20-byte
 // key): bodies of about 200 bytes.
-func benchBatch(n int) []*bridge.Entry {
-	ids, now := bridge.NewIDGenerator(), time.Now()
-	out := make([]*bridge.Entry, n)
-	for i := range out {
-		rec := bridge.Record{Type: bridge.TypeKeyEvent, ID: ids.New(now), Time: now,
-			Source: "my-cache.abc123.ng.0001.use1.cache.amazonaws.com:6379", Event: "set",
-			Key: "session:" + strconv.Itoa(100000000000+i)}
-		out[i] = &bridge.Entry{Record: rec, Body: rec.AppendJSON(nil)}
-	}
-	return out
-}
+func benchBatch(n int) []*bridge.Entry { return awsbatchtest.TypicalEntries(n, "session:") }
 
 // daemonClient builds an SQS client the way cmd/keyrelay does (the SDK's
 // standard chain, a buildable HTTP client), pointed at endpoint with static

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"testing"
 	"time"
 
@@ -69,4 +70,19 @@ type testWriter struct{ t testing.TB }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Logf("%s", p)
 	return len(p), nil
+}
+
+// TypicalEntries returns n entries of typical records, as the benchmarks
+// send them: a set event from an ElastiCache source, keys keyPrefix and a
+// 12-digit number.
+func TypicalEntries(n int, keyPrefix string) []*bridge.Entry {
+	ids, now := bridge.NewIDGenerator(), time.Now()
+	out := make([]*bridge.Entry, n)
+	for i := range out {
+		rec := bridge.Record{Type: bridge.TypeKeyEvent, ID: ids.New(now), Time: now,
+			Source: "my-cache.abc123.ng.0001.use1.cache.amazonaws.com:6379", Event: "set",
+			Key: keyPrefix + strconv.Itoa(100000000000+i)}
+		out[i] = &bridge.Entry{Record: rec, Body: rec.AppendJSON(nil)}
+	}
+	return out
 }
